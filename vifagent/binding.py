@@ -1,0 +1,232 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The binding model: one port's desired state, validated in one place.
+
+Every entry point (RPC, CLI, store load) builds bindings through
+:meth:`Binding.from_dict` and port ids through :func:`validate_uuid`, so
+there is exactly one definition of what a valid binding is.
+"""
+
+import dataclasses
+import re
+
+from vifagent import exception
+
+#: IFNAMSIZ is 16 with the NUL; nova/os-vif keep names to 14 characters.
+NIC_NAME_LEN = 14
+TAP_PREFIX = 'tap'
+BRIDGE_PREFIX = 'qbr'
+BRIDGE_VETH_PREFIX = 'qvb'
+OVS_VETH_PREFIX = 'qvo'
+#: Prefixes of devices the agent creates and may garbage-collect.
+OWNED_PREFIXES = (TAP_PREFIX, BRIDGE_PREFIX, BRIDGE_VETH_PREFIX,
+                  OVS_VETH_PREFIX)
+
+VIF_TYPE_OVS_HYBRID = 'ovs_hybrid'
+VIF_TYPE_NETNS = 'netns'
+VIF_TYPES = (VIF_TYPE_OVS_HYBRID, VIF_TYPE_NETNS)
+
+MIN_MTU = 68
+MAX_MTU = 65535
+MAX_REVISION = 2 ** 63 - 1
+#: OVS's "dead" VLAN: a port tagged with it forwards nothing.
+DEAD_VLAN = 4095
+
+_UUID_RE = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
+                      r'[0-9a-f]{12}$')
+_MAC_RE = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
+# A network namespace is a file name under /var/run/netns: no slash, no
+# leading dot, bounded length.
+_NETNS_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$')
+_MAX_STRING = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceNames:
+    """The host device names of one port's chain."""
+
+    tap: str
+    qbr: str
+    qvb: str
+    qvo: str
+
+
+def device_name(prefix, port_id):
+    """Return ``(prefix + port_id)[:14]``, the nova/os-vif naming rule."""
+    return (prefix + port_id)[:NIC_NAME_LEN]
+
+
+def device_names(port_id):
+    """Return the chain's device names for a (validated) port id."""
+    return DeviceNames(tap=device_name(TAP_PREFIX, port_id),
+                       qbr=device_name(BRIDGE_PREFIX, port_id),
+                       qvb=device_name(BRIDGE_VETH_PREFIX, port_id),
+                       qvo=device_name(OVS_VETH_PREFIX, port_id))
+
+
+def _invalid(field, reason):
+    return exception.InvalidBinding(field=field, reason=reason)
+
+
+def _require_str(value, field):
+    if not isinstance(value, str):
+        raise _invalid(field, 'must be a string, not %s' %
+                       type(value).__name__)
+    if len(value) > _MAX_STRING:
+        raise _invalid(field, 'longer than %d characters' % _MAX_STRING)
+    return value
+
+
+def validate_uuid(value, field='port_id'):
+    """Return the lower-case dashed form of a UUID string or raise.
+
+    Only the 36-character dashed form is accepted (any letter case): device
+    names are derived from it, so two spellings must never name two chains.
+    """
+    value = _require_str(value, field).lower()
+    if not _UUID_RE.match(value):
+        raise _invalid(field, 'not a UUID in the 8-4-4-4-12 form')
+    return value
+
+
+def validate_mac(value, field='mac_address'):
+    """Return a unicast MAC in lower-case colon form or raise.
+
+    libvirt refuses guest MACs whose first octet is 0xFE (it uses that
+    octet for the host-side tap), so those are refused here too.
+    """
+    value = _require_str(value, field).lower()
+    if not _MAC_RE.match(value):
+        raise _invalid(field, 'not a MAC address of the form '
+                       'xx:xx:xx:xx:xx:xx')
+    first = int(value[:2], 16)
+    if first & 0x01:
+        raise _invalid(field, 'a multicast or broadcast address')
+    if first == 0xfe:
+        raise _invalid(field, 'first octet 0xfe is reserved for the '
+                       'host side of a libvirt tap')
+    if value == '00:00:00:00:00:00':
+        raise _invalid(field, 'the all-zero address')
+    return value
+
+
+def _validate_int(value, field, minimum, maximum):
+    # bool is an int subclass; True must not pass as MTU 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(field, 'must be an integer, not %s' %
+                       type(value).__name__)
+    if not minimum <= value <= maximum:
+        raise _invalid(field, 'must be between %d and %d' %
+                       (minimum, maximum))
+    return value
+
+
+def validate_mtu(value, field='mtu'):
+    return _validate_int(value, field, MIN_MTU, MAX_MTU)
+
+
+def _validate_bool(value, field):
+    if not isinstance(value, bool):
+        raise _invalid(field, 'must be a boolean, not %s' %
+                       type(value).__name__)
+    return value
+
+
+def _validate_netns(value, field='netns'):
+    value = _require_str(value, field)
+    if not _NETNS_RE.match(value):
+        raise _invalid(field, 'not a network namespace name')
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    """The desired state of one port; build it with :meth:`from_dict`."""
+
+    port_id: str
+    mac_address: str
+    instance_uuid: str
+    network_id: str
+    mtu: int
+    admin_state_up: bool = True
+    revision: int = 0
+    vif_type: str = VIF_TYPE_OVS_HYBRID
+    netns: str = None
+
+    @property
+    def devices(self):
+        return device_names(self.port_id)
+
+    @property
+    def owns_tap(self):
+        """True when the agent makes the tap itself (netns ports)."""
+        return self.vif_type == VIF_TYPE_NETNS
+
+    @classmethod
+    def from_dict(cls, data, default_mtu=1500):
+        """Validate an untrusted mapping and return a Binding.
+
+        Raises InvalidBinding naming the first bad field; unknown fields
+        are an error so that a typo never silently drops a setting.
+        """
+        if not isinstance(data, dict):
+            raise _invalid('binding', 'must be a mapping, not %s' %
+                           type(data).__name__)
+        unknown = sorted(str(k)[:_MAX_STRING] for k in data
+                         if k not in _FIELDS)
+        if unknown:
+            raise _invalid(unknown[0], 'unknown field')
+        for field in _REQUIRED:
+            if field not in data:
+                raise _invalid(field, 'required field missing')
+        vif_type = data.get('vif_type', VIF_TYPE_OVS_HYBRID)
+        if vif_type not in VIF_TYPES:
+            raise _invalid('vif_type', 'must be one of %s' %
+                           ', '.join(VIF_TYPES))
+        netns = data.get('netns')
+        if vif_type == VIF_TYPE_NETNS:
+            if netns is None:
+                raise _invalid('netns', 'required for vif_type netns')
+            netns = _validate_netns(netns)
+        elif netns is not None:
+            raise _invalid('netns', 'only allowed with vif_type netns')
+        mtu = data.get('mtu')
+        return cls(
+            port_id=validate_uuid(data['port_id'], 'port_id'),
+            mac_address=validate_mac(data['mac_address']),
+            instance_uuid=validate_uuid(data['instance_uuid'],
+                                        'instance_uuid'),
+            network_id=validate_uuid(data['network_id'], 'network_id'),
+            mtu=validate_mtu(default_mtu if mtu is None else mtu),
+            admin_state_up=_validate_bool(data.get('admin_state_up', True),
+                                          'admin_state_up'),
+            revision=_validate_int(data.get('revision', 0), 'revision', 0,
+                                   MAX_REVISION),
+            vif_type=vif_type,
+            netns=netns)
+
+    def to_dict(self):
+        """Return the binding as JSON primitives (the wire and store form)."""
+        data = dataclasses.asdict(self)
+        if data['netns'] is None:
+            del data['netns']
+        return data
+
+    def same_content(self, other):
+        """True when everything but the revision is equal."""
+        return (dataclasses.replace(self, revision=0) ==
+                dataclasses.replace(other, revision=0))
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(Binding))
+_REQUIRED = ('port_id', 'mac_address', 'instance_uuid', 'network_id')

@@ -1,0 +1,32 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Options of the [agent] group."""
+
+from oslo_config import cfg
+
+GROUP = cfg.OptGroup('agent', title='Agent options')
+
+agent_opts = [
+    cfg.IntOpt(
+        'default_mtu', default=1500, min=68, max=65535,
+        help='MTU of a port whose binding does not name one.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(GROUP)
+    conf.register_opts(agent_opts, group=GROUP)
+
+
+def list_opts():
+    return {GROUP: agent_opts}

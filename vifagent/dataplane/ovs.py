@@ -1,0 +1,195 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Open vSwitch side of the dataplane, on ovsdbapp's native IDL.
+
+Reads come from the IDL's in-memory replica (no OVSDB round trip, no
+transaction). Writes for any number of ports go into one transaction,
+committed with ``check_error=True`` so a failed write raises instead of
+being logged, and the transaction waits until ovs-vswitchd has taken the
+new configuration.
+"""
+
+from oslo_log import log as logging
+from ovsdbapp.backend.ovs_idl import command
+from ovsdbapp.backend.ovs_idl import connection
+from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp.schema.open_vswitch import impl_idl
+
+from vifagent import binding
+from vifagent import exception
+from vifagent.reconcile import state
+
+LOG = logging.getLogger(__name__)
+
+# Only what the agent reads or writes is replicated: the IDL then ignores
+# the statistics ovs-vswitchd rewrites every few seconds on every
+# Interface, which would otherwise dominate its CPU and memory.
+_COLUMNS = {
+    'Open_vSwitch': ['bridges', 'cur_cfg', 'next_cfg'],
+    'Bridge': ['name', 'ports', 'datapath_type'],
+    'Port': ['name', 'interfaces', 'tag', 'other_config', 'external_ids'],
+    'Interface': ['name', 'type', 'external_ids', 'ofport', 'error'],
+}
+
+
+def _optional(value):
+    """Unwrap an optional OVSDB column (a list of zero or one value)."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+class _ApplyPorts(command.BaseCommand):
+    """Add, change and delete many ports in one transaction."""
+
+    def __init__(self, api, bridge, adds, updates, deletes):
+        super().__init__(api)
+        self.bridge = bridge
+        self.adds = adds
+        self.updates = updates
+        self.deletes = deletes
+
+    def run_idl(self, txn):
+        tables = self.api.tables
+        bridges = {b.name: b for b in tables['Bridge'].rows.values()}
+        owner_of = {p.uuid: b for b in bridges.values() for p in b.ports}
+        ports = {p.name: p for p in tables['Port'].rows.values()}
+        for name in self.deletes:
+            port = ports.pop(name, None)
+            if port is None:
+                continue
+            br = owner_of.get(port.uuid)
+            if br is not None:
+                br.delvalue('ports', port)
+            port.delete()
+        if self.adds:
+            try:
+                br = bridges[self.bridge]
+            except KeyError:
+                raise exception.OvsdbError(
+                    reason='bridge %s does not exist' % self.bridge)
+        for spec in self.adds:
+            iface = txn.insert(tables['Interface'])
+            iface.name = spec['name']
+            iface.external_ids = spec['external_ids']
+            port = txn.insert(tables['Port'])
+            port.name = spec['name']
+            port.interfaces = [iface]
+            port.tag = spec['tag']
+            port.other_config = spec['other_config']
+            br.addvalue('ports', port)
+            txn.expected_ifaces.add(iface.uuid)
+        for spec in self.updates:
+            port = ports.get(spec['name'])
+            if port is None:
+                raise exception.OvsdbError(
+                    reason='port %s vanished' % spec['name'])
+            if 'tag' in spec:
+                port.tag = spec['tag']
+            for key, value in spec.get('other_config', {}).items():
+                port.setkey('other_config', key, value)
+            ext_ids = spec.get('external_ids', {})
+            for iface in port.interfaces:
+                for key, value in ext_ids.items():
+                    iface.setkey('external_ids', key, value)
+
+
+class OvsDataplane:
+    """The integration bridge and the agent's ports on it."""
+
+    def __init__(self, connection_string, bridge, timeout=10,
+                 datapath_type='system'):
+        self.connection_string = connection_string
+        self.bridge = bridge
+        self.timeout = timeout
+        self.datapath_type = datapath_type
+        self.api = None
+        self._conn = None
+
+    def start(self):
+        """Connect, replicate the tables we use, ensure the bridge."""
+        helper = idlutils.get_schema_helper(self.connection_string,
+                                            'Open_vSwitch')
+        for table, columns in _COLUMNS.items():
+            helper.register_columns(table, columns)
+        idl = connection.OvsdbIdl(self.connection_string, helper)
+        self._conn = connection.Connection(idl, timeout=self.timeout)
+        self.api = impl_idl.OvsdbIdl(self._conn)
+        self.ensure_bridge()
+
+    def stop(self):
+        if self._conn is not None:
+            self._conn.stop()
+            self._conn = None
+
+    def bridge_exists(self):
+        with self._conn.lock:
+            return any(b.name == self.bridge for b in
+                       self.api.tables['Bridge'].rows.values())
+
+    def ensure_bridge(self):
+        """Create the integration bridge if it is missing; never change it."""
+        if self.bridge_exists():
+            return False
+        LOG.info('Creating integration bridge %s (datapath %s)',
+                 self.bridge, self.datapath_type)
+        self.api.add_br(self.bridge, may_exist=True,
+                        datapath_type=self.datapath_type).execute(
+                            check_error=True)
+        return True
+
+    def observe(self, names=None):
+        """Return ``{name: OvsPort}`` from the IDL replica.
+
+        With ``names`` only those ports; otherwise every port named like a
+        qvo or carrying the agent's owner marker.
+        """
+        wanted = set(names) if names is not None else None
+        result = {}
+        with self._conn.lock:
+            tables = self.api.tables
+            owner_of = {p.uuid: b.name for b in tables['Bridge'].rows.values()
+                        for p in b.ports}
+            for port in tables['Port'].rows.values():
+                name = port.name
+                ifaces = port.interfaces
+                ext_ids = dict(ifaces[0].external_ids) if ifaces else {}
+                if wanted is not None:
+                    if name not in wanted:
+                        continue
+                elif not (name.startswith(binding.OVS_VETH_PREFIX) or
+                          state.OWNER_KEY in ext_ids):
+                    continue
+                iface = ifaces[0] if ifaces else None
+                result[name] = state.OvsPort(
+                    name=name,
+                    bridge=owner_of.get(port.uuid),
+                    tag=_optional(port.tag),
+                    other_config=dict(port.other_config),
+                    external_ids=ext_ids,
+                    ofport=_optional(iface.ofport) if iface else None,
+                    error=_optional(iface.error) if iface else None)
+        return result
+
+    def apply(self, adds, updates, deletes):
+        """Commit port changes in one transaction; raise OvsdbError."""
+        if not (adds or updates or deletes):
+            return
+        cmd = _ApplyPorts(self.api, self.bridge, adds, updates, deletes)
+        try:
+            with self.api.transaction(check_error=True) as txn:
+                txn.add(cmd)
+        except exception.OvsdbError:
+            raise
+        except Exception as e:
+            raise exception.OvsdbError(reason=str(e))

@@ -1,0 +1,238 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Kernel link operations, run inside the privsep daemon in batches.
+
+The unprivileged side plans a list of primitive operations per port; one
+entrypoint call executes them all on one long-lived netlink socket, so an
+apply of any size costs one privsep round trip. Operations of one port run
+in order and stop at that port's first failure; other ports go on.
+
+An operation is a list ``[name, arg, ...]`` of JSON primitives (privsep
+serialises them with msgpack): see ``_OPS`` for the vocabulary.
+"""
+
+import array
+import errno
+import fcntl
+import random
+import socket
+import struct
+import threading
+
+from oslo_log import log as logging
+from pyroute2 import IPRoute
+from pyroute2.netlink import exceptions as nl_exc
+
+from vifagent import privileged
+
+LOG = logging.getLogger(__name__)
+
+_SIOCETHTOOL = 0x8946
+_ETHTOOL_GTXCSUM = 0x16
+_ETHTOOL_STXCSUM = 0x17
+# Link groups used for batched deletion: a batch moves its devices into a
+# fresh group from this range and deletes the group with one request, so
+# the kernel pays one RCU grace period for the batch instead of one per
+# device. The range is unlikely to be used by anything else, and the
+# group's members are checked before the delete in any case.
+_GROUP_BASE = 0x76660000
+_GROUP_SPAN = 0xFFFF
+
+_lock = threading.Lock()
+_ipr = None
+
+
+def _socket():
+    """The process's long-lived netlink socket (opened on first use)."""
+    global _ipr
+    if _ipr is None:
+        _ipr = IPRoute()
+    return _ipr
+
+
+def tx_checksum(ifname, enable=None):
+    """Read (enable None) or set a device's tx checksum offload.
+
+    TCP through OVS's userspace datapath carries no data while the veth
+    offloads checksums, so qvb must have it off. Reading needs no
+    privilege, which lets observation use this too.
+    """
+    cmd = _ETHTOOL_GTXCSUM if enable is None else _ETHTOOL_STXCSUM
+    value = array.array('I', [cmd, 0 if enable is None else int(enable)])
+    ifreq = struct.pack('16sP', ifname.encode(), value.buffer_info()[0])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), _SIOCETHTOOL, ifreq)
+    return bool(value[1])
+
+
+class LinkExecutor:
+    """Executes planned link operations on one netlink socket."""
+
+    def __init__(self, ipr):
+        self.ipr = ipr
+
+    # -- operations -------------------------------------------------------
+    def create_bridge(self, name, alias):
+        # Created with STP, forward delay and multicast snooping already
+        # off, so a new bridge never passes through the STP learning
+        # states and needs no second request to fix them.
+        self.ipr.link('add', ifname=name, kind='bridge', br_stp_state=0,
+                      br_forward_delay=0, br_mcast_snooping=0)
+        self.set_alias(name, alias)
+
+    def set_bridge_options(self, name):
+        # The kernel refuses forward_delay 0 while STP is on: two requests.
+        self.ipr.link('set', ifname=name, kind='bridge', br_stp_state=0)
+        self.ipr.link('set', ifname=name, kind='bridge', br_forward_delay=0,
+                      br_mcast_snooping=0)
+
+    def create_veth(self, name, peer, mtu, alias):
+        self.ipr.link('add', ifname=name, kind='veth', mtu=mtu,
+                      peer={'ifname': peer, 'mtu': mtu})
+        self.set_alias(name, alias)
+        self.set_alias(peer, alias)
+
+    def create_netns_tap(self, name, netns, mac, mtu, alias):
+        """A veth whose peer is ``eth0`` (MAC, MTU, up) inside ``netns``."""
+        self.ipr.link('add', ifname=name, kind='veth', mtu=mtu,
+                      peer={'ifname': 'eth0', 'net_ns_fd': netns,
+                            'address': mac, 'mtu': mtu})
+        self.set_alias(name, alias)
+        # eth0 is down in its namespace now: bringing it up means entering
+        # the namespace, done by set_up_in_netns() in the wider context.
+
+    def set_alias(self, name, alias):
+        self.ipr.link('set', ifname=name, ifalias=alias)
+
+    def set_mtu(self, name, mtu):
+        self.ipr.link('set', ifname=name, mtu=mtu)
+
+    def set_up(self, name):
+        self.ipr.link('set', ifname=name, state='up')
+
+    def set_master(self, name, master):
+        if master is None:
+            self.ipr.link('set', ifname=name, master=0)
+            return
+        index = self._index(master)
+        self.ipr.link('set', ifname=name, master=index)
+
+    def disable_ipv6(self, name):
+        path = '/proc/sys/net/ipv6/conf/%s/disable_ipv6' % name
+        try:
+            with open(path, 'w') as f:
+                f.write('1')
+        except FileNotFoundError:
+            # IPv6 is not built or is disabled host-wide: nothing to do.
+            pass
+
+    def tx_checksum_off(self, name):
+        tx_checksum(name, False)
+
+    def _index(self, name):
+        found = self.ipr.link_lookup(ifname=name)
+        if not found:
+            raise OSError(errno.ENODEV, 'no device %s' % name)
+        return found[0]
+
+    # -- batches ----------------------------------------------------------
+    def run(self, groups):
+        """Run ``{key: [op, ...]}``; return ``{key: error}`` for failures."""
+        errors = {}
+        for key, ops in groups.items():
+            for op in ops:
+                name, args = op[0], op[1:]
+                try:
+                    if name not in _OPS:
+                        raise ValueError('unknown operation')
+                    getattr(self, name)(*args)
+                except (OSError, nl_exc.NetlinkError, ValueError) as e:
+                    errors[key] = '%s %s: %s' % (name, args[0] if args
+                                                 else '', e)
+                    LOG.warning('Port %s: %s', key, errors[key])
+                    break
+        return errors
+
+    def delete(self, names):
+        """Delete the named links with as few kernel passes as possible.
+
+        Missing devices are ignored (the goal is their absence). Returns
+        ``{name: error}`` for devices that could not be deleted.
+        """
+        if not names:
+            return {}
+        group = _GROUP_BASE + random.randint(1, _GROUP_SPAN)
+        wanted = set(names)
+        moved = set()
+        errors = {}
+        for name in names:
+            try:
+                self.ipr.link('set', ifname=name, group=group)
+                moved.add(name)
+            except nl_exc.NetlinkError as e:
+                if e.code != errno.ENODEV:
+                    errors[name] = str(e)
+        if not moved:
+            return errors
+        # Never delete a group that holds anything we were not asked to
+        # delete; fall back to one request per device in that case.
+        members = {link.get('IFLA_IFNAME') for link in self.ipr.link('dump')
+                   if link.get('IFLA_GROUP') == group}
+        if members <= wanted:
+            try:
+                self.ipr.link('del', group=group)
+                return errors
+            except nl_exc.NetlinkError as e:
+                LOG.warning('Group delete failed (%s); deleting one by one',
+                            e)
+        for name in sorted(moved):
+            try:
+                self.ipr.link('del', ifname=name)
+            except nl_exc.NetlinkError as e:
+                if e.code != errno.ENODEV:
+                    errors[name] = str(e)
+        return errors
+
+
+# The operations a plan may name (method names of LinkExecutor).
+_OPS = frozenset([
+    'create_bridge', 'set_bridge_options', 'create_veth', 'create_netns_tap',
+    'set_alias', 'set_mtu', 'set_up', 'set_master', 'disable_ipv6',
+    'tx_checksum_off',
+])
+
+
+@privileged.net_admin.entrypoint
+def apply_link_ops(groups, deletes):
+    """Delete ``deletes`` then run ``groups``; return the errors.
+
+    Returns ``{"ports": {key: error}, "deletes": {name: error}}``.
+    """
+    with _lock:
+        executor = LinkExecutor(_socket())
+        delete_errors = executor.delete(deletes)
+        port_errors = executor.run(groups)
+    return {'ports': port_errors, 'deletes': delete_errors}
+
+
+@privileged.netns_admin.entrypoint
+def set_up_in_netns(netns, ifname):
+    """Bring ``ifname`` up inside the network namespace ``netns``."""
+    ipr = IPRoute(netns=netns)
+    try:
+        index = ipr.link_lookup(ifname=ifname)
+        if not index:
+            raise OSError(errno.ENODEV, 'no %s in netns %s' % (ifname, netns))
+        ipr.link('set', index=index[0], state='up')
+    finally:
+        ipr.close()

@@ -1,0 +1,262 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The plug engine: observe, plan, apply in batches, verify.
+
+``plug`` and ``unplug`` take any number of ports. One call costs one link
+observation, at most one privsep round trip for all kernel writes, at most
+one OVSDB transaction, and one verifying observation; a healthy chain
+costs the observations only. A port is reported healthy only when a fresh
+observation plans nothing more for it.
+"""
+
+import dataclasses
+import time
+
+from oslo_log import log as logging
+
+from vifagent import binding as binding_mod
+from vifagent import exception
+from vifagent.reconcile import plan as plan_mod
+from vifagent.reconcile import state
+
+LOG = logging.getLogger(__name__)
+
+# How long to wait for ovs-vswitchd to attach a qvo (give it an ofport)
+# after a veth was re-created under an existing OVS port.
+_ATTACH_WAIT = 2.0
+
+
+@dataclasses.dataclass
+class PortResult:
+    """The outcome of plugging or unplugging one port."""
+
+    port_id: str
+    status: str
+    reason: str = None
+    vlan: int = None
+    devices: dict = None
+    repairs: list = dataclasses.field(default_factory=list)
+    foreign: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Counters:
+    """Writes made, for tests, benchmarks and the status command."""
+
+    link_ops: int = 0
+    link_deletes: int = 0
+    ovsdb_transactions: int = 0
+    netns_ops: int = 0
+
+
+class Engine:
+    """Builds and removes hybrid chains on one host."""
+
+    def __init__(self, linux, ovs, owner):
+        self.linux = linux
+        self.ovs = ovs
+        self.owner = owner
+        self.counters = Counters()
+
+    @classmethod
+    def from_conf(cls, conf):
+        """Connect to netlink and OVSDB as configured; ensure br-int."""
+        # Imported here so the planner and tests of it need neither.
+        from vifagent.dataplane import linux
+        from vifagent.dataplane import ovs
+        ovs_dp = ovs.OvsDataplane(conf.ovs.ovsdb_connection,
+                                  conf.ovs.integration_bridge,
+                                  timeout=conf.ovs.ovsdb_timeout,
+                                  datapath_type=conf.ovs.datapath_type)
+        ovs_dp.start()
+        return cls(linux.LinuxDataplane(), ovs_dp, conf.host)
+
+    def stop(self):
+        self.ovs.stop()
+        self.linux.close()
+
+    # -- observation ------------------------------------------------------
+    @staticmethod
+    def _names(ports):
+        names = set()
+        for port in ports:
+            devices = port.devices
+            names.update((devices.qbr, devices.qvb, devices.qvo))
+            if port.tap:
+                names.add(port.tap)
+        return names
+
+    def observe(self, names):
+        return state.Observed(links=self.linux.observe(names),
+                              ovs_ports=self.ovs.observe(names))
+
+    # -- plug -------------------------------------------------------------
+    def plug(self, ports):
+        """Make each DesiredPort's chain whole; return {port_id: result}."""
+        ports = list(ports)
+        if not ports:
+            return {}
+        names = self._names(ports)
+        plan = plan_mod.plan_plug(ports, self.observe(names), self.owner,
+                                  self.ovs.bridge)
+        errors = self._apply(plan)
+        return self._verify(ports, names, plan, errors)
+
+    def _apply(self, plan):
+        """Apply a plan; return {port_id: error} for ports that failed."""
+        errors = dict(plan.conflicts)
+        if plan.link_ops or plan.deletes:
+            result = self.linux.apply(plan.link_ops, plan.deletes)
+            self.counters.link_ops += sum(map(len, plan.link_ops.values()))
+            self.counters.link_deletes += len(plan.deletes)
+            errors.update(result['ports'])
+            for name, error in result['deletes'].items():
+                LOG.warning('Could not delete %s: %s', name, error)
+        for pid, netns in plan.netns_up.items():
+            if pid in errors:
+                continue
+            try:
+                self.linux.netns_up(netns)
+                self.counters.netns_ops += 1
+            except Exception as e:
+                errors[pid] = 'bring up eth0 in netns %s: %s' % (netns, e)
+        self._apply_ovs(plan, errors)
+        return errors
+
+    def _apply_ovs(self, plan, errors):
+        # Isolate first: a port whose Linux side failed is not added, and
+        # an existing one is moved to the dead VLAN until a later apply
+        # completes it.
+        adds = [s for s in plan.ovs_adds if s['port_id'] not in errors]
+        updates = []
+        for spec in plan.ovs_updates:
+            if spec['port_id'] in errors:
+                spec = {'port_id': spec['port_id'], 'name': spec['name'],
+                        'tag': binding_mod.DEAD_VLAN}
+            updates.append(spec)
+        if not (adds or updates or plan.ovs_deletes):
+            return
+        try:
+            self.ovs.apply(adds, updates, plan.ovs_deletes)
+            self.counters.ovsdb_transactions += 1
+        except exception.OvsdbError as e:
+            LOG.error('OVSDB transaction failed: %s', e)
+            for spec in adds + updates:
+                errors.setdefault(spec['port_id'], str(e))
+            for name in plan.ovs_deletes:
+                errors.setdefault(name, str(e))
+
+    def _verify(self, ports, names, plan, errors):
+        """Observe again and derive each port's status from what is there."""
+        deadline = time.monotonic() + _ATTACH_WAIT
+        while True:
+            observed = self.observe(names)
+            check = plan_mod.plan_plug(ports, observed, self.owner,
+                                       self.ovs.bridge)
+            unattached = [
+                p for p in ports
+                if p.port_id not in errors and
+                p.port_id not in check.ports() and
+                not _attached(observed.ovs_ports.get(p.devices.qvo))]
+            if not unattached or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        results = {}
+        for port in ports:
+            pid = port.port_id
+            result = PortResult(
+                port_id=pid, status=state.ERROR, vlan=port.vlan,
+                devices=_devices(port, observed),
+                repairs=plan.repairs.get(pid, []))
+            if pid in errors:
+                result.reason = errors[pid]
+            elif pid in check.ports():
+                result.reason = 'unrepaired: %s' % ', '.join(
+                    check.repairs.get(pid, ['drift']))
+            elif not _attached(observed.ovs_ports.get(port.devices.qvo)):
+                qvo = observed.ovs_ports.get(port.devices.qvo)
+                result.reason = 'ovs-vswitchd did not attach %s%s' % (
+                    port.devices.qvo, ': %s' % qvo.error if qvo and
+                    qvo.error else '')
+            elif port.binding.admin_state_up and result.devices['tap']:
+                result.status = state.ACTIVE
+            else:
+                result.status = state.DOWN
+            results[pid] = result
+        return results
+
+    # -- unplug -----------------------------------------------------------
+    def unplug(self, port_ids):
+        """Remove what is ours of each port's chain; return results.
+
+        A port's status afterwards is None when nothing of ours is left,
+        ERROR otherwise. Foreign devices are listed and left alone.
+        """
+        port_ids = list(port_ids)
+        names = set()
+        for pid in port_ids:
+            devices = binding_mod.device_names(pid)
+            names.update((devices.qbr, devices.qvb, devices.qvo,
+                          devices.tap))
+        observed = self.observe(names)
+        plan = plan_mod.plan_unplug(port_ids, observed)
+        errors = {}
+        # Take the port off the switch before its devices go.
+        if plan.ovs_deletes:
+            try:
+                self.ovs.apply([], [], plan.ovs_deletes)
+                self.counters.ovsdb_transactions += 1
+            except exception.OvsdbError as e:
+                errors['ovs'] = str(e)
+        if plan.deletes:
+            result = self.linux.apply({}, plan.deletes)
+            self.counters.link_deletes += len(plan.deletes)
+            errors.update(result['deletes'])
+        for name in plan.foreign:
+            LOG.warning('Leaving %s alone: it carries no vifagent marker',
+                        name)
+        left = self.observe(names)
+        results = {}
+        for pid in port_ids:
+            devices = binding_mod.device_names(pid)
+            mine = [n for n in (devices.qbr, devices.qvb, devices.qvo,
+                                devices.tap)
+                    if n in left.links and left.links[n].owned_by(pid)]
+            port = left.ovs_ports.get(devices.qvo)
+            if port is not None and port.marked and \
+                    port.external_ids.get('iface-id') == pid:
+                mine.append('ovs:%s' % devices.qvo)
+            foreign = [n for n in plan.foreign
+                       if n in (devices.qbr, devices.qvb, devices.qvo,
+                                devices.tap)]
+            results[pid] = PortResult(
+                port_id=pid,
+                status=state.ERROR if mine else None,
+                reason='left behind: %s' % ', '.join(mine) if mine else None,
+                foreign=foreign)
+        return results
+
+
+def _attached(ovs_port):
+    return (ovs_port is not None and ovs_port.ofport is not None and
+            ovs_port.ofport > 0 and not ovs_port.error)
+
+
+def _devices(port, observed):
+    """Device names for replies; ``tap`` is None while there is none."""
+    devices = dataclasses.asdict(port.devices)
+    devices['tap'] = port.tap if port.tap in observed.links else None
+    return devices
