@@ -42,7 +42,7 @@ class VifAgentException(Exception):
 class InvalidBinding(VifAgentException):
     """A binding (or a port id) failed validation; nothing was changed."""
 
-    msg_fmt = "Invalid binding field %(field)s: %(reason)s"
+    msg_fmt = "Invalid binding field %(field)r: %(reason)s"
 
     def __init__(self, message=None, field=None, reason=None, **kwargs):
         self.field = field

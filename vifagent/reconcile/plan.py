@@ -208,10 +208,12 @@ class _PortPlanner:
                 self._repair('tap_missing')
             else:
                 self._common(tap, name)
-                if tap.up and not tap.carrier:
-                    # The tap is up but its peer (eth0 inside) is not.
+                if not tap.carrier:
+                    # No carrier: eth0 inside may be down (a veth has
+                    # carrier only when both ends are up). Bringing it up
+                    # again is harmless if it was only the tap.
                     self.plan.netns_up[self.pid] = binding.netns
-                    self._repair('down')
+                    self._repair('netns_down')
         elif tap is None:
             # The VM's tap is not there (yet): the port stays DOWN.
             return

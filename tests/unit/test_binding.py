@@ -1,0 +1,201 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+import string
+import uuid
+
+from hypothesis import given
+from hypothesis import strategies as st
+from oslotest import base
+
+from vifagent import binding
+from vifagent import exception
+
+PORT = '4A1E6F3C-2B9D-4E7A-9C1F-0D2E3F4A5B6C'
+
+
+def good(**overrides):
+    data = {
+        'port_id': PORT,
+        'mac_address': 'FA:16:3E:00:00:01',
+        'instance_uuid': str(uuid.uuid4()),
+        'network_id': str(uuid.uuid4()),
+    }
+    data.update(overrides)
+    return data
+
+
+class TestDeviceNames(base.BaseTestCase):
+
+    def test_names_are_nova_compatible(self):
+        names = binding.device_names('4a1e6f3c-2b9d-4e7a-9c1f-0d2e3f4a5b6c')
+        self.assertEqual('tap4a1e6f3c-2b', names.tap)
+        self.assertEqual('qbr4a1e6f3c-2b', names.qbr)
+        self.assertEqual('qvb4a1e6f3c-2b', names.qvb)
+        self.assertEqual('qvo4a1e6f3c-2b', names.qvo)
+
+    @given(st.uuids())
+    def test_names_fit_ifnamsiz(self, value):
+        for name in binding.device_names(str(value)).__dict__.values():
+            self.assertEqual(14, len(name))
+
+
+class TestBindingValid(base.BaseTestCase):
+
+    def test_normalised(self):
+        b = binding.Binding.from_dict(good(), default_mtu=1450)
+        self.assertEqual(PORT.lower(), b.port_id)
+        self.assertEqual('fa:16:3e:00:00:01', b.mac_address)
+        self.assertEqual(1450, b.mtu)
+        self.assertTrue(b.admin_state_up)
+        self.assertEqual(0, b.revision)
+        self.assertEqual('ovs_hybrid', b.vif_type)
+        self.assertFalse(b.owns_tap)
+
+    def test_round_trip(self):
+        b = binding.Binding.from_dict(good(mtu=9000, revision=3,
+                                           admin_state_up=False))
+        self.assertEqual(b, binding.Binding.from_dict(b.to_dict()))
+
+    def test_netns(self):
+        b = binding.Binding.from_dict(good(vif_type='netns', netns='vm-1'))
+        self.assertTrue(b.owns_tap)
+        self.assertEqual('vm-1', b.to_dict()['netns'])
+        self.assertEqual(b, binding.Binding.from_dict(b.to_dict()))
+
+    def test_same_content_ignores_revision(self):
+        a = binding.Binding.from_dict(good(revision=1))
+        b = binding.Binding.from_dict(good(revision=2,
+                                           instance_uuid=a.instance_uuid,
+                                           network_id=a.network_id))
+        self.assertTrue(a.same_content(b))
+        c = binding.Binding.from_dict(dict(b.to_dict(), mtu=1400))
+        self.assertFalse(a.same_content(c))
+
+    def test_mtu_bounds_inclusive(self):
+        for mtu in (68, 65535):
+            self.assertEqual(mtu, binding.Binding.from_dict(
+                good(mtu=mtu)).mtu)
+
+
+BAD = [
+    # (field that must be named, binding overrides)
+    ('port_id', {'port_id': 'not-a-uuid'}),
+    ('port_id', {'port_id': PORT.replace('-', '')}),
+    ('port_id', {'port_id': '{%s}' % PORT}),
+    ('port_id', {'port_id': 42}),
+    ('port_id', {'port_id': None}),
+    ('port_id', {'port_id': PORT + 'x' * 100}),
+    ('instance_uuid', {'instance_uuid': 'vm1'}),
+    ('network_id', {'network_id': ''}),
+    ('mac_address', {'mac_address': '01:00:5e:00:00:01'}),
+    ('mac_address', {'mac_address': 'ff:ff:ff:ff:ff:ff'}),
+    ('mac_address', {'mac_address': 'fe:16:3e:00:00:01'}),
+    ('mac_address', {'mac_address': '00:00:00:00:00:00'}),
+    ('mac_address', {'mac_address': 'fa-16-3e-00-00-01'}),
+    ('mac_address', {'mac_address': 'fa:16:3e:00:00'}),
+    ('mac_address', {'mac_address': 'fa:16:3e:00:00:0g'}),
+    ('mac_address', {'mac_address': ['fa:16:3e:00:00:01']}),
+    ('mtu', {'mtu': 67}),
+    ('mtu', {'mtu': 65536}),
+    ('mtu', {'mtu': -1}),
+    ('mtu', {'mtu': '1500'}),
+    ('mtu', {'mtu': 1500.0}),
+    ('mtu', {'mtu': True}),
+    ('admin_state_up', {'admin_state_up': 'yes'}),
+    ('admin_state_up', {'admin_state_up': 1}),
+    ('revision', {'revision': -1}),
+    ('revision', {'revision': 2 ** 63}),
+    ('revision', {'revision': '3'}),
+    ('vif_type', {'vif_type': 'ovs'}),
+    ('netns', {'vif_type': 'netns'}),
+    ('netns', {'vif_type': 'netns', 'netns': '../etc'}),
+    ('netns', {'vif_type': 'netns', 'netns': 'a/b'}),
+    ('netns', {'vif_type': 'netns', 'netns': '.hidden'}),
+    ('netns', {'vif_type': 'netns', 'netns': 'n' * 65}),
+    ('netns', {'netns': 'vm1'}),
+    ('bogus', {'bogus': 1}),
+    ('devname', {'devname': 'eth0'}),
+]
+
+
+class TestBindingInvalid(base.BaseTestCase):
+
+    def test_table(self):
+        for field, overrides in BAD:
+            with self.subTest(field=field, overrides=overrides):
+                e = self.assertRaises(exception.InvalidBinding,
+                                      binding.Binding.from_dict,
+                                      good(**overrides))
+                self.assertEqual(field, e.field)
+                self.assertIn(field, str(e))
+
+    def test_missing_required(self):
+        for field in ('port_id', 'mac_address', 'instance_uuid',
+                      'network_id'):
+            data = good()
+            del data[field]
+            e = self.assertRaises(exception.InvalidBinding,
+                                  binding.Binding.from_dict, data)
+            self.assertEqual(field, e.field)
+
+    def test_not_a_mapping(self):
+        for value in (None, [], 'port', 3, [('port_id', PORT)]):
+            e = self.assertRaises(exception.InvalidBinding,
+                                  binding.Binding.from_dict, value)
+            self.assertEqual('binding', e.field)
+
+    @given(st.text(max_size=80))
+    def test_random_text_never_a_uuid_unless_one(self, text):
+        try:
+            value = binding.validate_uuid(text)
+        except exception.InvalidBinding as e:
+            self.assertEqual('port_id', e.field)
+        else:
+            self.assertEqual(str(uuid.UUID(text)), value)
+
+    @given(st.text(alphabet=string.hexdigits + ':-', max_size=20))
+    def test_random_mac(self, text):
+        try:
+            value = binding.validate_mac(text)
+        except exception.InvalidBinding as e:
+            self.assertEqual('mac_address', e.field)
+        else:
+            octets = [int(x, 16) for x in value.split(':')]
+            self.assertEqual(6, len(octets))
+            self.assertFalse(octets[0] & 1)
+            self.assertNotEqual(0xfe, octets[0])
+
+    @given(st.dictionaries(
+        st.text(max_size=20),
+        st.one_of(st.none(), st.booleans(), st.integers(),
+                  st.floats(allow_nan=False), st.text(max_size=40),
+                  st.lists(st.integers(), max_size=3)),
+        max_size=8))
+    def test_random_mappings_fail_typed(self, data):
+        # Arbitrary JSON-ish input either builds a binding or raises
+        # InvalidBinding; never anything else.
+        try:
+            binding.Binding.from_dict(data)
+        except exception.InvalidBinding as e:
+            self.assertIsInstance(e.field, str)
+            self.assertIn(repr(e.field), str(e))
+
+    @given(st.integers())
+    def test_random_mtu(self, mtu):
+        try:
+            b = binding.Binding.from_dict(good(mtu=mtu))
+        except exception.InvalidBinding as e:
+            self.assertEqual('mtu', e.field)
+            self.assertFalse(68 <= mtu <= 65535)
+        else:
+            self.assertEqual(mtu, b.mtu)
