@@ -56,7 +56,11 @@ def configure(conf=cfg.CONF):
     """
     helper = os.path.join(os.path.dirname(sys.executable), 'privsep-helper')
     args = [helper]
-    for config_file in conf.config_file or ():
+    try:
+        config_files = conf.config_file or ()
+    except cfg.NoSuchOptError:
+        config_files = ()  # the configuration was never parsed
+    for config_file in config_files:
         args += ['--config-file', config_file]
     for context in CONTEXTS:
         section = conf[context.cfg_section]

@@ -1,0 +1,207 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Base for functional tests: real kernel, real Open vSwitch.
+
+Every test makes its own names (fresh port UUIDs, its own integration
+bridge ``br-<random>``, namespaces ``vifagent-test-<random>``) and removes
+all of it in cleanups that run even when the test fails, so tests run in
+parallel and never touch anything they did not create.
+"""
+
+import json
+import os
+import subprocess
+import uuid
+
+from oslo_config import cfg
+from oslo_config import fixture as config_fixture
+from oslotest import base
+
+from vifagent import binding as binding_mod
+from vifagent import conf as vifagent_conf  # noqa: F401 (registers opts)
+from vifagent import privileged
+from vifagent.reconcile import apply
+from vifagent.reconcile import state
+
+CONF = cfg.CONF
+
+
+def run(cmd, check=True):
+    """Run a command (a list) and return its stdout."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError('%s failed (%d): %s' % (
+            ' '.join(cmd), proc.returncode, proc.stderr.strip()))
+    return proc.stdout
+
+
+def link_json(name):
+    """``ip -d -j link show`` of one device, or None when it is absent."""
+    proc = subprocess.run(['ip', '-d', '-j', 'link', 'show', 'dev', name],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout)[0]
+
+
+def ovs_row(table, name, columns):
+    """Columns of one OVSDB row (by name) through ovs-vsctl, as a dict."""
+    proc = subprocess.run(
+        ['ovs-vsctl', '--format=json', '--columns=' + ','.join(columns),
+         'list', table, name], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    data = json.loads(proc.stdout)['data'][0]
+    return dict(zip(columns, (_ovs_value(v) for v in data)))
+
+
+def _ovs_value(value):
+    if isinstance(value, list) and value and value[0] == 'map':
+        return {k: v for k, v in value[1]}
+    if isinstance(value, list) and value and value[0] == 'set':
+        return value[1]
+    return value
+
+
+def random_mac():
+    octets = [0xfa, 0x16, 0x3e] + list(os.urandom(3))
+    return ':'.join('%02x' % o for o in octets)
+
+
+class FunctionalTestCase(base.BaseTestCase):
+    """A private integration bridge and an engine for each test."""
+
+    #: Run privsep entrypoints in-process; a subclass proves the daemon.
+    in_process_privsep = True
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            self.fail('functional tests need root (CAP_NET_ADMIN)')
+        if self.in_process_privsep:
+            privileged.run_in_process()
+        self.suffix = uuid.uuid4().hex[:8]
+        self.bridge = 'br-' + self.suffix
+        self.conf = self.useFixture(config_fixture.Config(CONF))
+        self.conf.config(integration_bridge=self.bridge,
+                         datapath_type='netdev', group='ovs')
+        self.conf.config(host='functional-' + self.suffix)
+        self.addCleanup(run, ['ovs-vsctl', '--if-exists', 'del-br',
+                              self.bridge], False)
+        self.engine = apply.Engine.from_conf(CONF)
+        self.addCleanup(self.engine.stop)
+        self._netns = []
+
+    def make_netns(self):
+        name = 'vifagent-test-%s' % uuid.uuid4().hex[:8]
+        run(['ip', 'netns', 'add', name])
+        self.addCleanup(run, ['ip', 'netns', 'del', name], False)
+        return name
+
+    def make_binding(self, **fields):
+        data = {'port_id': str(uuid.uuid4()),
+                'mac_address': random_mac(),
+                'instance_uuid': str(uuid.uuid4()),
+                'network_id': str(uuid.uuid4())}
+        data.update(fields)
+        b = binding_mod.Binding.from_dict(data)
+        self.addCleanup(self.remove_devices, b.devices)
+        return b
+
+    def make_port(self, vlan=10, netns=True, tap=None, **fields):
+        """A bound port; netns ports get a fresh namespace as their VM."""
+        if netns:
+            fields.update(vif_type='netns', netns=self.make_netns())
+        b = self.make_binding(**fields)
+        return state.DesiredPort.for_binding(b, vlan=vlan, tap=tap)
+
+    @staticmethod
+    def remove_devices(devices):
+        """Cleanup: delete whatever is left of a test port's chain."""
+        run(['ovs-vsctl', '--if-exists', 'del-port', devices.qvo], False)
+        for name in (devices.qvb, devices.qvo, devices.qbr, devices.tap):
+            run(['ip', 'link', 'del', 'dev', name], False)
+
+    def make_tap(self):
+        """A tun/tap device standing in for a libvirt-made vnetN."""
+        name = 'vt%s' % uuid.uuid4().hex[:10]
+        run(['ip', 'tuntap', 'add', 'dev', name, 'mode', 'tap'])
+        self.addCleanup(run, ['ip', 'link', 'del', 'dev', name], False)
+        return name
+
+    def plug(self, *ports):
+        results = self.engine.plug(ports)
+        self.assertEqual({p.port_id for p in ports}, set(results))
+        return results
+
+    def assertStatus(self, status, results):
+        for pid, result in results.items():
+            self.assertEqual(status, result.status,
+                             '%s: %s' % (pid, result.reason))
+
+    def assertChain(self, port):
+        """Check one port's whole chain with iproute2, sysfs and ovs-vsctl."""
+        names = port.devices
+        b = port.binding
+        alias = state.alias_for(b.port_id)
+        qbr = link_json(names.qbr)
+        self.assertIsNotNone(qbr, names.qbr)
+        info = qbr['linkinfo']
+        self.assertEqual('bridge', info['info_kind'])
+        self.assertEqual(0, info['info_data']['stp_state'])
+        self.assertEqual(0, info['info_data']['forward_delay'])
+        self.assertEqual(0, info['info_data']['mcast_snooping'])
+        self.assertIn('UP', qbr['flags'])
+        self.assertEqual(alias, qbr.get('ifalias'))
+        with open('/proc/sys/net/ipv6/conf/%s/disable_ipv6' %
+                  names.qbr) as f:
+            self.assertEqual('1', f.read().strip())
+        qvb, qvo = link_json(names.qvb), link_json(names.qvo)
+        for dev in (qvb, qvo):
+            self.assertIsNotNone(dev)
+            self.assertEqual('veth', dev['linkinfo']['info_kind'])
+            self.assertEqual(b.mtu, dev['mtu'])
+            self.assertIn('UP', dev['flags'])
+            self.assertEqual(alias, dev.get('ifalias'))
+        self.assertEqual(names.qvo, qvb['link'])
+        self.assertEqual(names.qbr, qvb.get('master'))
+        offload = run(['ethtool', '-k', names.qvb])
+        self.assertIn('tx-checksumming: off', offload)
+        if port.tap:
+            tap = link_json(port.tap)
+            self.assertEqual(names.qbr, tap.get('master'))
+            self.assertEqual(b.mtu, tap['mtu'])
+            self.assertIn('UP', tap['flags'])
+        iface = ovs_row('Interface', names.qvo,
+                        ['external_ids', 'ofport', 'error'])
+        self.assertEqual({'iface-id': b.port_id, 'iface-status': 'active',
+                          'attached-mac': b.mac_address,
+                          'vm-uuid': b.instance_uuid,
+                          'vifagent-owner': CONF.host},
+                         iface['external_ids'])
+        self.assertGreater(iface['ofport'], 0)
+        self.assertEqual([], iface['error'])
+        ovs_port = ovs_row('Port', names.qvo, ['tag', 'other_config'])
+        self.assertEqual(port.tag, ovs_port['tag'])
+        self.assertEqual({'net_uuid': b.network_id},
+                         ovs_port['other_config'])
+        self.assertEqual(self.bridge,
+                         run(['ovs-vsctl', 'port-to-br', names.qvo]).strip())
+
+    def assertGone(self, port):
+        names = port.devices
+        for name in (names.qbr, names.qvb, names.qvo):
+            self.assertIsNone(link_json(name), name)
+        if port.binding.owns_tap:
+            self.assertIsNone(link_json(names.tap))
+        self.assertIsNone(ovs_row('Port', names.qvo, ['name']))
