@@ -115,13 +115,13 @@ class LinuxDataplane:
         wanted = set(names) if names is not None else None
         links = {}
         for msg in msgs:
-            fields = parse_link(msg)
-            name = fields['name']
+            name = msg.get('IFLA_IFNAME')
             if wanted is not None:
                 if name not in wanted:
                     continue
             elif not interesting(name):
                 continue
+            fields = parse_link(msg)
             if name.startswith(binding.BRIDGE_VETH_PREFIX) and \
                     fields['kind'] == 'veth':
                 fields['tx_checksum'] = self._tx_checksum(name)
@@ -143,5 +143,8 @@ class LinuxDataplane:
             return {'ports': {}, 'deletes': {}}
         return priv_linux.apply_link_ops(groups, sorted(deletes))
 
-    def netns_up(self, netns, ifname='eth0'):
-        priv_linux.set_up_in_netns(netns, ifname)
+    def netns_up(self, requests):
+        """Bring up ``{key: netns}``'s eth0; return ``{key: error}``."""
+        if not requests:
+            return {}
+        return priv_linux.set_up_in_netns(requests)

@@ -19,6 +19,8 @@ being logged, and the transaction waits until ovs-vswitchd has taken the
 new configuration.
 """
 
+import threading
+
 from oslo_log import log as logging
 from ovsdbapp.backend.ovs_idl import command
 from ovsdbapp.backend.ovs_idl import connection
@@ -104,6 +106,49 @@ class _ApplyPorts(command.BaseCommand):
                     iface.setkey('external_ids', key, value)
 
 
+class _Api(impl_idl.OvsdbIdl):
+    """The ovsdbapp API with a connection private to vifagent.
+
+    ovsdbapp keeps one connection per Backend class for the whole process
+    and silently ignores the connection given to later instances. This
+    subclass gives vifagent its own class-level slot, counts its users and
+    refuses a second, different OVSDB address instead of ignoring it.
+    """
+
+    _ovsdb_connection = None
+    _remote = None
+    _users = 0
+    _guard = threading.Lock()
+
+    @classmethod
+    def attach(cls, remote, timeout):
+        with cls._guard:
+            conn = cls._ovsdb_connection
+            if conn is not None and cls._remote != remote:
+                raise exception.OvsdbError(
+                    reason='already connected to %s, not %s' % (
+                        cls._remote, remote))
+            if conn is None:
+                helper = idlutils.get_schema_helper(remote, 'Open_vSwitch')
+                for table, columns in _COLUMNS.items():
+                    helper.register_columns(table, columns)
+                idl = connection.OvsdbIdl(remote, helper)
+                conn = connection.Connection(idl, timeout=timeout)
+                cls._remote = remote
+            api = cls(conn)
+            cls._users += 1
+            return api
+
+    @classmethod
+    def detach(cls):
+        with cls._guard:
+            cls._users -= 1
+            if cls._users == 0 and cls._ovsdb_connection is not None:
+                cls._ovsdb_connection.stop()
+                cls._ovsdb_connection = None
+                cls._remote = None
+
+
 class OvsDataplane:
     """The integration bridge and the agent's ports on it."""
 
@@ -117,20 +162,15 @@ class OvsDataplane:
         self._conn = None
 
     def start(self):
-        """Connect, replicate the tables we use, ensure the bridge."""
-        helper = idlutils.get_schema_helper(self.connection_string,
-                                            'Open_vSwitch')
-        for table, columns in _COLUMNS.items():
-            helper.register_columns(table, columns)
-        idl = connection.OvsdbIdl(self.connection_string, helper)
-        self._conn = connection.Connection(idl, timeout=self.timeout)
-        self.api = impl_idl.OvsdbIdl(self._conn)
+        """Connect (or join the process's connection); ensure the bridge."""
+        self.api = _Api.attach(self.connection_string, self.timeout)
+        self._conn = self.api.ovsdb_connection
         self.ensure_bridge()
 
     def stop(self):
-        if self._conn is not None:
-            self._conn.stop()
-            self._conn = None
+        if self.api is not None:
+            _Api.detach()
+            self.api = self._conn = None
 
     def bridge_exists(self):
         with self._conn.lock:

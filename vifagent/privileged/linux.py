@@ -226,13 +226,26 @@ def apply_link_ops(groups, deletes):
 
 
 @privileged.netns_admin.entrypoint
-def set_up_in_netns(netns, ifname):
-    """Bring ``ifname`` up inside the network namespace ``netns``."""
-    ipr = IPRoute(netns=netns)
-    try:
-        index = ipr.link_lookup(ifname=ifname)
-        if not index:
-            raise OSError(errno.ENODEV, 'no %s in netns %s' % (ifname, netns))
-        ipr.link('set', index=index[0], state='up')
-    finally:
-        ipr.close()
+def set_up_in_netns(requests, ifname='eth0'):
+    """Bring ``ifname`` up in each namespace of ``{key: netns}``.
+
+    Returns ``{key: error}`` for the namespaces where that failed.
+    """
+    errors = {}
+    for key, netns in requests.items():
+        try:
+            ipr = IPRoute(netns=netns)
+        except OSError as e:
+            errors[key] = 'netns %s: %s' % (netns, e)
+            continue
+        try:
+            index = ipr.link_lookup(ifname=ifname)
+            if not index:
+                raise OSError(errno.ENODEV,
+                              'no %s in netns %s' % (ifname, netns))
+            ipr.link('set', index=index[0], state='up')
+        except (OSError, nl_exc.NetlinkError) as e:
+            errors[key] = 'bring up %s in netns %s: %s' % (ifname, netns, e)
+        finally:
+            ipr.close()
+    return errors

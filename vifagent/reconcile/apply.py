@@ -125,14 +125,11 @@ class Engine:
             errors.update(result['ports'])
             for name, error in result['deletes'].items():
                 LOG.warning('Could not delete %s: %s', name, error)
-        for pid, netns in plan.netns_up.items():
-            if pid in errors:
-                continue
-            try:
-                self.linux.netns_up(netns)
-                self.counters.netns_ops += 1
-            except Exception as e:
-                errors[pid] = 'bring up eth0 in netns %s: %s' % (netns, e)
+        netns_up = {pid: netns for pid, netns in plan.netns_up.items()
+                    if pid not in errors}
+        if netns_up:
+            errors.update(self.linux.netns_up(netns_up))
+            self.counters.netns_ops += len(netns_up)
         self._apply_ovs(plan, errors)
         return errors
 

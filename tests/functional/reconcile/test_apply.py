@@ -31,12 +31,19 @@ class LinkEvents:
 
     _RTMGRP_LINK = 1
     _IFLA_IFNAME = 3
+    _SO_RCVBUFFORCE = 33  # not exported by the socket module
 
     def __init__(self, names):
         self.names = set(names)
         self.events = []
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
                                    socket.NETLINK_ROUTE)
+        # Other tests may create hundreds of devices meanwhile: a large
+        # buffer keeps their notifications from overflowing it (an
+        # overflow raises ENOBUFS in collect() and fails the test, as
+        # events may have been lost).
+        self._sock.setsockopt(socket.SOL_SOCKET, self._SO_RCVBUFFORCE,
+                              64 << 20)
         self._sock.bind((0, self._RTMGRP_LINK))
 
     def collect(self, wait=0.3):
