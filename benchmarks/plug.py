@@ -334,7 +334,15 @@ class OsVif:
         # A privsep daemon forked from this root process: no sudo needed.
         # Fork before anything starts threads.
         self._context = vif_privsep.vif_plug
-        self._context.start(priv_context.Method.FORK)
+        parent = os.getpid()
+        try:
+            self._context.start(priv_context.Method.FORK)
+        finally:
+            # The forked daemon comes back here only when it dies of an
+            # exception (Ctrl-C reaches it too): it must not go on to run
+            # the benchmark or its cleanup.
+            if os.getpid() != parent:
+                os._exit(1)
 
     def stop(self):
         self._context.stop()

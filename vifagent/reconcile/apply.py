@@ -210,18 +210,20 @@ class Engine:
                           devices.tap))
         observed = self.observe(names)
         plan = plan_mod.plan_unplug(port_ids, observed)
-        errors = {}
-        # Take the port off the switch before its devices go.
+        # Take the ports off the switch before their devices go. Failures
+        # are logged here and show in the results, which come from a
+        # fresh observation of what is left.
         if plan.ovs_deletes:
             try:
                 self.ovs.apply([], [], plan.ovs_deletes)
                 self.counters.ovsdb_transactions += 1
             except exception.OvsdbError as e:
-                errors['ovs'] = str(e)
+                LOG.error('Could not remove OVS ports: %s', e)
         if plan.deletes:
             result = self.linux.apply({}, plan.deletes)
             self.counters.link_deletes += len(plan.deletes)
-            errors.update(result['deletes'])
+            for name, error in result['deletes'].items():
+                LOG.error('Could not delete %s: %s', name, error)
         for name in plan.foreign:
             LOG.warning('Leaving %s alone: it carries no vifagent marker',
                         name)
