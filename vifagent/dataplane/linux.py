@@ -17,68 +17,18 @@ netlink socket. Writes are planned operations handed in one batch to the
 privileged daemon (vifagent.privileged.linux).
 """
 
-import errno
-import threading
-
 from oslo_log import log as logging
-from pyroute2 import IPRoute
-from pyroute2.netlink import exceptions as nl_exc
 
 from vifagent import binding
+from vifagent.dataplane import rtnl
 from vifagent.privileged import linux as priv_linux
 from vifagent.reconcile import state
 
 LOG = logging.getLogger(__name__)
 
-_IFF_UP = 0x1
-_IFF_LOWER_UP = 0x10000
-# Below this many names, asking for each device is cheaper than parsing a
-# dump of every link on the host.
-_GET_THRESHOLD = 24
-
-
-def _linkinfo(msg):
-    info = msg.get('IFLA_LINKINFO')
-    if info is None:
-        return None, None
-    return info.get('IFLA_INFO_KIND'), info.get('IFLA_INFO_DATA')
-
-
-def _ipv6_disabled(msg):
-    spec = msg.get('IFLA_AF_SPEC')
-    if spec is None:
-        return True
-    for family, value in spec.get('attrs', ()):
-        if family == 'AF_INET6':
-            conf = value.get('IFLA_INET6_CONF') or {}
-            return bool(conf.get('disable_ipv6', 1))
-    # No IPv6 state on the device: IPv6 is off for it.
-    return True
-
-
-def parse_link(msg):
-    """Turn an RTM_NEWLINK message into a state.Link."""
-    kind, data = _linkinfo(msg)
-    flags = msg['flags']
-    fields = dict(
-        name=msg.get('IFLA_IFNAME'),
-        index=msg['index'],
-        kind=kind,
-        alias=msg.get('IFLA_IFALIAS') or None,
-        mtu=msg.get('IFLA_MTU'),
-        up=bool(flags & _IFF_UP),
-        carrier=bool(flags & _IFF_LOWER_UP),
-        master=msg.get('IFLA_MASTER') or None,
-        ipv6_disabled=_ipv6_disabled(msg),
-    )
-    if kind == 'veth':
-        fields['peer'] = msg.get('IFLA_LINK') or None
-        fields['peer_netnsid'] = msg.get('IFLA_LINK_NETNSID')
-    elif kind == 'bridge' and data is not None:
-        fields['stp'] = data.get('IFLA_BR_STP_STATE')
-        fields['forward_delay'] = data.get('IFLA_BR_FORWARD_DELAY')
-        fields['mcast_snooping'] = data.get('IFLA_BR_MCAST_SNOOPING')
-    return fields
+# Below this many names, asking for each device is cheaper than reading
+# every link on the host.
+_GET_THRESHOLD = 8
 
 
 def interesting(name):
@@ -89,41 +39,28 @@ class LinuxDataplane:
     """Observes links and hands planned writes to the privileged side."""
 
     def __init__(self):
-        self._ipr = IPRoute()
-        self._lock = threading.Lock()
+        self._reader = rtnl.LinkReader()
 
     def close(self):
-        with self._lock:
-            self._ipr.close()
+        self._reader.close()
 
     def observe(self, names=None):
         """Return ``{name: Link}`` for ``names`` (or every device we track).
 
-        A few names are fetched one by one; more, or None, take one dump.
+        A few names are asked for one by one; more, or None, take one dump
+        in which only the wanted devices are decoded.
         """
-        with self._lock:
-            if names is not None and len(names) <= _GET_THRESHOLD:
-                msgs = []
-                for name in names:
-                    try:
-                        msgs.extend(self._ipr.link('get', ifname=name))
-                    except nl_exc.NetlinkError as e:
-                        if e.code != errno.ENODEV:
-                            raise
-            else:
-                msgs = self._ipr.link('dump')
-        wanted = set(names) if names is not None else None
+        if names is not None and len(names) <= _GET_THRESHOLD:
+            found = (self._reader.get(name) for name in names)
+            records = [fields for fields in found if fields is not None]
+        else:
+            wanted = interesting if names is None else set(names).__contains__
+            records = self._reader.dump(wanted)
         links = {}
-        for msg in msgs:
-            name = msg.get('IFLA_IFNAME')
-            if wanted is not None:
-                if name not in wanted:
-                    continue
-            elif not interesting(name):
-                continue
-            fields = parse_link(msg)
+        for fields in records:
+            name = fields['name']
             if name.startswith(binding.BRIDGE_VETH_PREFIX) and \
-                    fields['kind'] == 'veth':
+                    fields.get('kind') == 'veth':
                 fields['tx_checksum'] = self._tx_checksum(name)
             links[name] = state.Link(**fields)
         return links

@@ -51,6 +51,11 @@ def _optional(value):
     return value
 
 
+def _marked(port):
+    ifaces = port.interfaces
+    return bool(ifaces) and state.OWNER_KEY in ifaces[0].external_ids
+
+
 class _ApplyPorts(command.BaseCommand):
     """Add, change and delete many ports in one transaction."""
 
@@ -191,35 +196,45 @@ class OvsDataplane:
     def observe(self, names=None):
         """Return ``{name: OvsPort}`` from the IDL replica.
 
-        With ``names`` only those ports; otherwise every port named like a
-        qvo or carrying the agent's owner marker.
+        With ``names``, those ports are found through the IDL's name index;
+        otherwise every port named like a qvo or carrying the owner marker.
         """
-        wanted = set(names) if names is not None else None
         result = {}
         with self._conn.lock:
-            tables = self.api.tables
-            owner_of = {p.uuid: b.name for b in tables['Bridge'].rows.values()
-                        for p in b.ports}
-            for port in tables['Port'].rows.values():
-                name = port.name
+            idl = self.api.idl
+            if names is None:
+                rows = [p for p in idl.tables['Port'].rows.values()
+                        if p.name.startswith(binding.OVS_VETH_PREFIX) or
+                        _marked(p)]
+            else:
+                rows = [row for row in (
+                    idlutils.row_by_value(idl, 'Port', 'name', name, None)
+                    for name in names) if row is not None]
+            if not rows:
+                return result
+            bridge = idlutils.row_by_value(idl, 'Bridge', 'name',
+                                           self.bridge, None)
+            ours = {p.uuid for p in bridge.ports} if bridge else set()
+            for port in rows:
                 ifaces = port.interfaces
-                ext_ids = dict(ifaces[0].external_ids) if ifaces else {}
-                if wanted is not None:
-                    if name not in wanted:
-                        continue
-                elif not (name.startswith(binding.OVS_VETH_PREFIX) or
-                          state.OWNER_KEY in ext_ids):
-                    continue
                 iface = ifaces[0] if ifaces else None
-                result[name] = state.OvsPort(
-                    name=name,
-                    bridge=owner_of.get(port.uuid),
+                result[port.name] = state.OvsPort(
+                    name=port.name,
+                    bridge=(self.bridge if port.uuid in ours
+                            else self._bridge_of(port)),
                     tag=_optional(port.tag),
                     other_config=dict(port.other_config),
-                    external_ids=ext_ids,
+                    external_ids=dict(iface.external_ids) if iface else {},
                     ofport=_optional(iface.ofport) if iface else None,
                     error=_optional(iface.error) if iface else None)
         return result
+
+    def _bridge_of(self, port):
+        """The name of the bridge holding ``port`` (rare: not ours)."""
+        for bridge in self.api.idl.tables['Bridge'].rows.values():
+            if any(p.uuid == port.uuid for p in bridge.ports):
+                return bridge.name
+        return None
 
     def apply(self, adds, updates, deletes):
         """Commit port changes in one transaction; raise OvsdbError."""

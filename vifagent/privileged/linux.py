@@ -33,6 +33,7 @@ from oslo_log import log as logging
 from pyroute2 import IPRoute
 from pyroute2.netlink import exceptions as nl_exc
 
+from vifagent.dataplane import rtnl
 from vifagent import privileged
 
 LOG = logging.getLogger(__name__)
@@ -48,8 +49,13 @@ _ETHTOOL_STXCSUM = 0x17
 _GROUP_BASE = 0x76660000
 _GROUP_SPAN = 0xFFFF
 
+# Up to this many devices are deleted one by one: a group costs two extra
+# requests per device and a dump.
+_GROUP_MIN = 4
+
 _lock = threading.Lock()
 _ipr = None
+_rtnl = None
 
 
 def _socket():
@@ -58,6 +64,13 @@ def _socket():
     if _ipr is None:
         _ipr = IPRoute()
     return _ipr
+
+
+def _reader():
+    global _rtnl
+    if _rtnl is None:
+        _rtnl = rtnl.LinkReader()
+    return _rtnl
 
 
 def tx_checksum(ifname, enable=None):
@@ -169,39 +182,43 @@ class LinkExecutor:
         Missing devices are ignored (the goal is their absence). Returns
         ``{name: error}`` for devices that could not be deleted.
         """
-        if not names:
-            return {}
-        group = _GROUP_BASE + random.randint(1, _GROUP_SPAN)
-        wanted = set(names)
-        moved = set()
+        if len(names) > _GROUP_MIN:
+            names = self._delete_group(names)
         errors = {}
         for name in names:
-            try:
-                self.ipr.link('set', ifname=name, group=group)
-                moved.add(name)
-            except nl_exc.NetlinkError as e:
-                if e.code != errno.ENODEV:
-                    errors[name] = str(e)
-        if not moved:
-            return errors
-        # Never delete a group that holds anything we were not asked to
-        # delete; fall back to one request per device in that case.
-        members = {link.get('IFLA_IFNAME') for link in self.ipr.link('dump')
-                   if link.get('IFLA_GROUP') == group}
-        if members <= wanted:
-            try:
-                self.ipr.link('del', group=group)
-                return errors
-            except nl_exc.NetlinkError as e:
-                LOG.warning('Group delete failed (%s); deleting one by one',
-                            e)
-        for name in sorted(moved):
             try:
                 self.ipr.link('del', ifname=name)
             except nl_exc.NetlinkError as e:
                 if e.code != errno.ENODEV:
                     errors[name] = str(e)
         return errors
+
+    def _delete_group(self, names):
+        """Delete ``names`` as one link group; return what is left to do.
+
+        The devices move into a fresh group that is deleted with one
+        request, so the kernel pays one RCU grace period for the batch. The
+        group is deleted only if it holds nothing but ``names``.
+        """
+        group = _GROUP_BASE + random.randint(1, _GROUP_SPAN)
+        moved = []
+        for name in names:
+            try:
+                self.ipr.link('set', ifname=name, group=group)
+                moved.append(name)
+            except nl_exc.NetlinkError as e:
+                if e.code != errno.ENODEV:
+                    return names
+        members = {link['name'] for link in _reader().dump()
+                   if link['group'] == group}
+        if moved and members <= set(names):
+            try:
+                self.ipr.link('del', group=group)
+                return []
+            except nl_exc.NetlinkError as e:
+                LOG.warning('Group delete failed (%s); deleting one by one',
+                            e)
+        return names
 
 
 # The operations a plan may name (method names of LinkExecutor).

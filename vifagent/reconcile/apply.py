@@ -110,8 +110,12 @@ class Engine:
         if not ports:
             return {}
         names = self._names(ports)
-        plan = plan_mod.plan_plug(ports, self.observe(names), self.owner,
+        observed = self.observe(names)
+        plan = plan_mod.plan_plug(ports, observed, self.owner,
                                   self.ovs.bridge)
+        if plan.empty() and not plan.conflicts:
+            # Nothing to do: the observation just made is the verification.
+            return self._verify(ports, names, plan, {}, observed)
         errors = self._apply(plan)
         return self._verify(ports, names, plan, errors)
 
@@ -156,11 +160,12 @@ class Engine:
             for name in plan.ovs_deletes:
                 errors.setdefault(name, str(e))
 
-    def _verify(self, ports, names, plan, errors):
+    def _verify(self, ports, names, plan, errors, observed=None):
         """Observe again and derive each port's status from what is there."""
         deadline = time.monotonic() + _ATTACH_WAIT
         while True:
-            observed = self.observe(names)
+            if observed is None:
+                observed = self.observe(names)
             check = plan_mod.plan_plug(ports, observed, self.owner,
                                        self.ovs.bridge)
             unattached = [
@@ -171,6 +176,7 @@ class Engine:
             if not unattached or time.monotonic() > deadline:
                 break
             time.sleep(0.02)
+            observed = None
         results = {}
         for port in ports:
             pid = port.port_id

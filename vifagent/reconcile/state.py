@@ -54,6 +54,7 @@ class Link:
     mcast_snooping: int = None
     ipv6_disabled: bool = True
     tx_checksum: bool = None  # read for qvb devices only
+    group: int = 0
 
     def owned_by(self, port_id):
         return self.alias == alias_for(port_id)
