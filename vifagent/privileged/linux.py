@@ -95,13 +95,12 @@ class LinkExecutor:
         self.ipr = ipr
 
     # -- operations -------------------------------------------------------
-    def create_bridge(self, name, alias):
+    def create_bridge(self, name):
         # Created with STP, forward delay and multicast snooping already
         # off, so a new bridge never passes through the STP learning
         # states and needs no second request to fix them.
         self.ipr.link('add', ifname=name, kind='bridge', br_stp_state=0,
                       br_forward_delay=0, br_mcast_snooping=0)
-        self.set_alias(name, alias)
 
     def set_bridge_options(self, name):
         # The kernel refuses forward_delay 0 while STP is on: two requests.
@@ -109,36 +108,31 @@ class LinkExecutor:
         self.ipr.link('set', ifname=name, kind='bridge', br_forward_delay=0,
                       br_mcast_snooping=0)
 
-    def create_veth(self, name, peer, mtu, alias):
+    def create_veth(self, name, peer, mtu):
         self.ipr.link('add', ifname=name, kind='veth', mtu=mtu,
                       peer={'ifname': peer, 'mtu': mtu})
-        self.set_alias(name, alias)
-        self.set_alias(peer, alias)
 
-    def create_netns_tap(self, name, netns, mac, mtu, alias):
-        """A veth whose peer is ``eth0`` (MAC, MTU, up) inside ``netns``."""
+    def create_netns_tap(self, name, netns, mac, mtu):
+        """A veth whose peer is ``eth0`` (MAC, MTU) inside ``netns``."""
         self.ipr.link('add', ifname=name, kind='veth', mtu=mtu,
                       peer={'ifname': 'eth0', 'net_ns_fd': netns,
                             'address': mac, 'mtu': mtu})
-        self.set_alias(name, alias)
         # eth0 is down in its namespace now: bringing it up means entering
         # the namespace, done by set_up_in_netns() in the wider context.
 
-    def set_alias(self, name, alias):
-        self.ipr.link('set', ifname=name, ifalias=alias)
-
-    def set_mtu(self, name, mtu):
-        self.ipr.link('set', ifname=name, mtu=mtu)
-
-    def set_up(self, name):
-        self.ipr.link('set', ifname=name, state='up')
-
-    def set_master(self, name, master):
-        if master is None:
-            self.ipr.link('set', ifname=name, master=0)
-            return
-        index = self._index(master)
-        self.ipr.link('set', ifname=name, master=index)
+    def set_link(self, name, changes):
+        """Apply merged set_* operations to one device in one request."""
+        attrs = {}
+        for op, value in changes:
+            if op == 'set_alias':
+                attrs['ifalias'] = value
+            elif op == 'set_mtu':
+                attrs['mtu'] = value
+            elif op == 'set_up':
+                attrs['state'] = 'up'
+            elif op == 'set_master':
+                attrs['master'] = self._index(value) if value else 0
+        self.ipr.link('set', ifname=name, **attrs)
 
     def disable_ipv6(self, name):
         path = '/proc/sys/net/ipv6/conf/%s/disable_ipv6' % name
@@ -152,29 +146,56 @@ class LinkExecutor:
     def tx_checksum_off(self, name):
         tx_checksum(name, False)
 
+    # -- batches ----------------------------------------------------------
+    def run(self, groups):
+        """Run ``{key: [op, ...]}``; return ``{key: error}`` for failures.
+
+        Consecutive set_* operations on one device are merged into a
+        single netlink request (the planner emits them together).
+        """
+        errors = {}
+        for key, ops in groups.items():
+            try:
+                for name, args, target in self._merged(ops):
+                    try:
+                        if name == 'set_link':
+                            self.set_link(target, args)
+                        else:
+                            getattr(self, name)(*args)
+                    except (OSError, nl_exc.NetlinkError, ValueError) as e:
+                        raise _OpFailed('%s %s: %s' % (name, target, e))
+            except _OpFailed as e:
+                errors[key] = str(e)
+                LOG.warning('Port %s: %s', key, errors[key])
+        return errors
+
+    @staticmethod
+    def _merged(ops):
+        """Yield (operation, args, device), merging runs of set_* ops."""
+        pending, target = [], None
+        for op in ops:
+            name, args = op[0], list(op[1:])
+            if name in _SETTERS:
+                if pending and args[0] != target:
+                    yield 'set_link', pending, target
+                    pending = []
+                target = args[0]
+                pending.append((name, args[1] if len(args) > 1 else None))
+                continue
+            if pending:
+                yield 'set_link', pending, target
+                pending = []
+            if name not in _OPS:
+                raise _OpFailed('unknown operation %s' % name)
+            yield name, args, args[0] if args else ''
+        if pending:
+            yield 'set_link', pending, target
+
     def _index(self, name):
         found = self.ipr.link_lookup(ifname=name)
         if not found:
             raise OSError(errno.ENODEV, 'no device %s' % name)
         return found[0]
-
-    # -- batches ----------------------------------------------------------
-    def run(self, groups):
-        """Run ``{key: [op, ...]}``; return ``{key: error}`` for failures."""
-        errors = {}
-        for key, ops in groups.items():
-            for op in ops:
-                name, args = op[0], op[1:]
-                try:
-                    if name not in _OPS:
-                        raise ValueError('unknown operation')
-                    getattr(self, name)(*args)
-                except (OSError, nl_exc.NetlinkError, ValueError) as e:
-                    errors[key] = '%s %s: %s' % (name, args[0] if args
-                                                 else '', e)
-                    LOG.warning('Port %s: %s', key, errors[key])
-                    break
-        return errors
 
     def delete(self, names):
         """Delete the named links with as few kernel passes as possible.
@@ -221,12 +242,17 @@ class LinkExecutor:
         return names
 
 
-# The operations a plan may name (method names of LinkExecutor).
+class _OpFailed(Exception):
+    """One port's operation failed; its remaining operations are skipped."""
+
+
+# The operations a plan may name: LinkExecutor methods, and the setters
+# that are merged into one request per device.
 _OPS = frozenset([
     'create_bridge', 'set_bridge_options', 'create_veth', 'create_netns_tap',
-    'set_alias', 'set_mtu', 'set_up', 'set_master', 'disable_ipv6',
-    'tx_checksum_off',
+    'disable_ipv6', 'tx_checksum_off',
 ])
+_SETTERS = frozenset(['set_alias', 'set_mtu', 'set_up', 'set_master'])
 
 
 @privileged.net_admin.entrypoint

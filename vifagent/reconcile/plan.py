@@ -128,21 +128,21 @@ class _PortPlanner:
         name = self.names.qbr
         link = self.links.get(name)
         if link is None:
-            self.ops += [['create_bridge', name, self.alias],
-                         ['disable_ipv6', name], ['set_up', name]]
+            self.ops += [['create_bridge', name], ['disable_ipv6', name],
+                         ['set_alias', name, self.alias], ['set_up', name]]
             self._repair('qbr_missing')
             return
         if link.kind != 'bridge':
             self._conflict(name, link)
             return
-        # A bridge's MTU follows its ports; it is not set directly.
-        self._common(link, name, mtu=False)
         if (link.stp, link.forward_delay, link.mcast_snooping) != (0, 0, 0):
             self.ops.append(['set_bridge_options', name])
             self._repair('bridge_options')
         if not link.ipv6_disabled:
             self.ops.append(['disable_ipv6', name])
             self._repair('ipv6')
+        # A bridge's MTU follows its ports; it is not set directly.
+        self._common(link, name, mtu=False)
         self._up(link, name)
 
     def _bridge_index(self):
@@ -165,24 +165,30 @@ class _PortPlanner:
                 self.plan.deletes.append(qvb_name)
             if qvo is not None and (qvb is None or qvb.peer != qvo.index):
                 self.plan.deletes.append(qvo_name)
-            self.ops.append(['create_veth', qvb_name, qvo_name, self.mtu,
-                             self.alias])
+            self.ops.append(['create_veth', qvb_name, qvo_name, self.mtu])
             self._repair('veth_missing' if qvb is None and qvo is None
                          else 'veth_broken')
             qvb = qvo = None
-        if qvb is not None:
+        # Each device's set_* operations stay together: the privileged
+        # side merges them into one netlink request per device.
+        if qvb is None or qvb.tx_checksum:
+            self.ops.append(['tx_checksum_off', qvb_name])
+            if qvb is not None:
+                self._repair('offload')
+        if qvb is None:
+            self.ops.append(['set_alias', qvb_name, self.alias])
+        else:
             self._common(qvb, qvb_name)
-            self._common(qvo, qvo_name)
         bridge_index = self._bridge_index()
         if qvb is None or bridge_index is None or qvb.master != bridge_index:
             self.ops.append(['set_master', qvb_name, self.names.qbr])
             if qvb is not None and bridge_index is not None:
                 self._repair('qvb_master')
-        if qvb is None or qvb.tx_checksum:
-            self.ops.append(['tx_checksum_off', qvb_name])
-            if qvb is not None:
-                self._repair('offload')
         self._up(qvb, qvb_name)
+        if qvo is None:
+            self.ops.append(['set_alias', qvo_name, self.alias])
+        else:
+            self._common(qvo, qvo_name)
         # OVS does not bring system ports up: qvo is ours to set up.
         self._up(qvo, qvo_name)
 
@@ -202,8 +208,9 @@ class _PortPlanner:
                 self.plan.deletes.append(name)
                 tap = None
             if tap is None:
-                self.ops.append(['create_netns_tap', name, binding.netns,
-                                 binding.mac_address, self.mtu, self.alias])
+                self.ops += [['create_netns_tap', name, binding.netns,
+                              binding.mac_address, self.mtu],
+                             ['set_alias', name, self.alias]]
                 self.plan.netns_up[self.pid] = binding.netns
                 self._repair('tap_missing')
             else:

@@ -99,26 +99,25 @@ def apply(plan, observed, bridge='br-int', errors=()):
 def _op(links, op):
     name, args = op[0], op[1:]
     if name == 'create_bridge':
-        dev, alias = args
+        dev, = args
         assert dev not in links, 'create of existing %s' % dev
         links[dev] = state.Link(name=dev, index=next(_index), kind='bridge',
-                                alias=alias, stp=0, forward_delay=0,
+                                stp=0, forward_delay=0,
                                 mcast_snooping=0, ipv6_disabled=False)
     elif name == 'create_veth':
-        dev, peer, mtu, alias = args
+        dev, peer, mtu = args
         assert dev not in links and peer not in links
         a, b = next(_index), next(_index)
-        links[dev] = state.Link(name=dev, index=a, kind='veth', alias=alias,
-                                mtu=mtu, peer=b, tx_checksum=True,
+        links[dev] = state.Link(name=dev, index=a, kind='veth', mtu=mtu,
+                                peer=b, tx_checksum=True,
                                 ipv6_disabled=False)
-        links[peer] = state.Link(name=peer, index=b, kind='veth',
-                                 alias=alias, mtu=mtu, peer=a,
-                                 ipv6_disabled=False)
+        links[peer] = state.Link(name=peer, index=b, kind='veth', mtu=mtu,
+                                 peer=a, ipv6_disabled=False)
     elif name == 'create_netns_tap':
-        dev, netns, mac, mtu, alias = args
+        dev, netns, mac, mtu = args
         assert dev not in links
         links[dev] = state.Link(name=dev, index=next(_index), kind='veth',
-                                alias=alias, mtu=mtu, peer=2,
+                                mtu=mtu, peer=2,
                                 peer_netnsid=0, ipv6_disabled=False)
     elif name == 'set_bridge_options':
         _replace(links, args[0], stp=0, forward_delay=0, mcast_snooping=0)

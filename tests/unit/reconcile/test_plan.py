@@ -105,11 +105,12 @@ class TestPlanPlug(base.BaseTestCase):
         plan = plug([self.port], state.Observed())
         n, alias = self.names, state.alias_for(self.port.port_id)
         self.assertEqual([
-            ['create_bridge', n.qbr, alias], ['disable_ipv6', n.qbr],
-            ['set_up', n.qbr],
-            ['create_veth', n.qvb, n.qvo, 1450, alias],
-            ['set_master', n.qvb, n.qbr], ['tx_checksum_off', n.qvb],
-            ['set_up', n.qvb], ['set_up', n.qvo],
+            ['create_bridge', n.qbr], ['disable_ipv6', n.qbr],
+            ['set_alias', n.qbr, alias], ['set_up', n.qbr],
+            ['create_veth', n.qvb, n.qvo, 1450],
+            ['tx_checksum_off', n.qvb], ['set_alias', n.qvb, alias],
+            ['set_master', n.qvb, n.qbr], ['set_up', n.qvb],
+            ['set_alias', n.qvo, alias], ['set_up', n.qvo],
         ], plan.link_ops[self.port.port_id])
         self.assertEqual(1, len(plan.ovs_adds))
         add = plan.ovs_adds[0]
@@ -132,8 +133,8 @@ class TestPlanPlug(base.BaseTestCase):
         del self.obs.links[self.names.qbr]
         plan = plug([self.port], self.obs)
         n, alias = self.names, state.alias_for(self.port.port_id)
-        self.assertOps([['create_bridge', n.qbr, alias],
-                        ['disable_ipv6', n.qbr], ['set_up', n.qbr],
+        self.assertOps([['create_bridge', n.qbr], ['disable_ipv6', n.qbr],
+                        ['set_alias', n.qbr, alias], ['set_up', n.qbr],
                         ['set_master', n.qvb, n.qbr],
                         ['set_master', 'vnet3', n.qbr]], plan)
         self.assertEqual([], plan.deletes)
@@ -142,8 +143,7 @@ class TestPlanPlug(base.BaseTestCase):
         del self.obs.links[self.names.qvo]
         plan = plug([self.port], self.obs)
         self.assertEqual([self.names.qvb], plan.deletes)
-        self.assertIn(['create_veth', self.names.qvb, self.names.qvo, 1450,
-                       state.alias_for(self.port.port_id)],
+        self.assertIn(['create_veth', self.names.qvb, self.names.qvo, 1450],
                       plan.link_ops[self.port.port_id])
         self.assertEqual(['veth_broken'], plan.repairs[self.port.port_id])
 
@@ -253,8 +253,7 @@ class TestPlanPlug(base.BaseTestCase):
         plan = plug([port], state.Observed())
         ops = plan.link_ops[port.port_id]
         self.assertIn(['create_netns_tap', port.devices.tap, 'vm1',
-                       'fa:16:3e:00:00:01', 1450,
-                       state.alias_for(port.port_id)], ops)
+                       'fa:16:3e:00:00:01', 1450], ops)
         self.assertEqual({port.port_id: 'vm1'}, plan.netns_up)
         obs = healthy(port)
         self.assertTrue(plug([port], obs).empty())
