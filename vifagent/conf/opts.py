@@ -21,4 +21,4 @@ def list_opts():
     for module in conf._MODULES:
         for group, opts in module.list_opts().items():
             groups.setdefault(group, []).extend(opts)
-    return sorted(groups.items(), key=lambda item: str(item[0]))
+    return list(groups.items())
