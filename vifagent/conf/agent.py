@@ -17,6 +17,10 @@ from oslo_config import cfg
 GROUP = cfg.OptGroup('agent', title='Agent options')
 
 agent_opts = [
+    cfg.StrOpt(
+        'state_path', default='/var/lib/vifagent',
+        help='Directory of the agent\'s SQLite store of bindings and local '
+             'VLAN allocations.'),
     cfg.IntOpt(
         'default_mtu', default=1500, min=68, max=65535,
         help='MTU of a port whose binding does not name one.'),

@@ -1,0 +1,143 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import fixtures
+from oslotest import base
+
+from vifagent import binding as binding_mod
+from vifagent import exception
+from vifagent import store as store_mod
+
+
+def make(port_id=None, network_id=None, **extra):
+    data = {'port_id': port_id or str(uuid.uuid4()),
+            'mac_address': 'fa:16:3e:00:00:01',
+            'instance_uuid': '11111111-2222-3333-4444-555555555555',
+            'network_id': network_id or str(uuid.uuid4())}
+    data.update(extra)
+    return binding_mod.Binding.from_dict(data)
+
+
+class TestStore(base.BaseTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.path = self.useFixture(fixtures.TempDir()).path
+        self.store = self.open()
+
+    def open(self):
+        store = store_mod.Store(self.path)
+        self.addCleanup(store.close)
+        return store
+
+    def test_put_get_and_survive_reopen(self):
+        b = make(mtu=1450)
+        self.assertEqual((store_mod.CREATED, 1), self.store.put(b))
+        self.assertEqual(b, self.store.get(b.port_id))
+        self.store.close()
+        again = self.open()
+        self.assertEqual([b], again.all())
+        self.assertEqual({b.network_id: 1}, again.vlans())
+
+    def test_wal_and_synchronous(self):
+        mode = self.store._db.execute('PRAGMA journal_mode').fetchone()[0]
+        sync = self.store._db.execute('PRAGMA synchronous').fetchone()[0]
+        self.assertEqual('wal', mode)
+        self.assertEqual(2, sync)  # FULL
+
+    def test_revision_rules(self):
+        b = make(revision=5)
+        self.store.put(b)
+        same = binding_mod.Binding.from_dict(b.to_dict())
+        self.assertEqual(store_mod.UNCHANGED, self.store.put(same)[0])
+        equal_new = binding_mod.Binding.from_dict(dict(b.to_dict(),
+                                                       mtu=9000))
+        self.assertEqual(store_mod.UPDATED, self.store.put(equal_new)[0])
+        older = binding_mod.Binding.from_dict(dict(b.to_dict(), revision=4,
+                                                   mtu=1400))
+        e = self.assertRaises(exception.StaleRevision, self.store.put, older)
+        self.assertIn('older', str(e))
+        self.assertEqual(9000, self.store.get(b.port_id).mtu)
+
+    def test_one_vlan_per_network_and_reuse(self):
+        net = str(uuid.uuid4())
+        a, b = make(network_id=net), make(network_id=net)
+        c = make()
+        self.assertEqual(1, self.store.put(a)[1])
+        self.assertEqual(1, self.store.put(b)[1])
+        self.assertEqual(2, self.store.put(c)[1])
+        self.store.delete(a.port_id)
+        self.assertEqual(1, self.store.vlan_for(net))
+        self.store.delete(b.port_id)
+        self.assertIsNone(self.store.vlan_for(net))
+        # The lowest free VLAN is reused.
+        self.assertEqual(1, self.store.put(make())[1])
+
+    def test_network_change_moves_vlan(self):
+        b = make()
+        self.store.put(b)
+        moved = binding_mod.Binding.from_dict(dict(
+            b.to_dict(), network_id=str(uuid.uuid4()), revision=1))
+        self.assertEqual((store_mod.UPDATED, 1), self.store.put(moved))
+        self.assertEqual({moved.network_id: 1}, self.store.vlans())
+
+    def test_vlan_pool_exhausted(self):
+        self.store.put_many([make() for _ in range(store_mod.MAX_VLAN)])
+        self.assertRaises(exception.VlanPoolExhausted, self.store.put,
+                          make())
+        self.assertEqual(store_mod.MAX_VLAN, len(self.store.all()))
+
+    def test_colliding_device_names_rejected(self):
+        a = make(port_id='aaaaaaaa-bbbb-4ccc-8ddd-000000000001')
+        b = make(port_id='aaaaaaaa-bbbb-4ccc-8ddd-000000000002')
+        self.store.put(a)
+        e = self.assertRaises(exception.InvalidBinding, self.store.put, b)
+        self.assertEqual('port_id', e.field)
+        self.assertIsNone(self.store.get(b.port_id))
+
+    def test_put_many_is_atomic(self):
+        good = make()
+        stale = make(revision=3)
+        self.store.put(stale)
+        older = binding_mod.Binding.from_dict(dict(stale.to_dict(),
+                                                   revision=1))
+        self.assertRaises(exception.StaleRevision, self.store.put_many,
+                          [good, older])
+        self.assertIsNone(self.store.get(good.port_id))
+
+    def test_delete_unknown_is_none(self):
+        self.assertIsNone(self.store.delete(str(uuid.uuid4())))
+
+    def test_acknowledged_put_survives_kill_9(self):
+        b = make(mtu=1400)
+        script = (
+            'import json, sys, time\n'
+            'from vifagent import binding, store\n'
+            's = store.Store(sys.argv[1])\n'
+            's.put(binding.Binding.from_dict(json.loads(sys.argv[2])))\n'
+            'print("stored", flush=True)\n'
+            'time.sleep(60)\n')
+        child = subprocess.Popen(
+            [sys.executable, '-c', script, self.path,
+             json.dumps(b.to_dict())], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(child.kill)
+        self.assertEqual('stored', child.stdout.readline().strip())
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        self.assertEqual(b, self.open().get(b.port_id))

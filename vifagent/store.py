@@ -1,0 +1,230 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Durable desired state: bindings and per-network local VLANs in SQLite.
+
+A binding is committed (WAL, synchronous=FULL) before the caller hears
+back, so a kill -9 right after a reply loses nothing acknowledged. The
+store also enforces the rules that must hold across bindings: revision
+ordering, one local VLAN per network, and no two ports whose device names
+would collide.
+"""
+
+import json
+import os
+import sqlite3
+import threading
+
+from oslo_log import log as logging
+
+from vifagent import binding as binding_mod
+from vifagent import exception
+
+LOG = logging.getLogger(__name__)
+
+DB_NAME = 'vifagent.sqlite'
+MIN_VLAN = 1
+MAX_VLAN = 4094
+
+CREATED = 'created'
+UPDATED = 'updated'
+UNCHANGED = 'unchanged'
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bindings (
+    port_id TEXT PRIMARY KEY,
+    name_key TEXT NOT NULL,
+    network_id TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bindings_network ON bindings (network_id);
+CREATE INDEX IF NOT EXISTS bindings_name_key ON bindings (name_key);
+CREATE TABLE IF NOT EXISTS vlans (
+    network_id TEXT PRIMARY KEY,
+    vlan INTEGER NOT NULL UNIQUE
+);
+"""
+
+
+def _name_key(port_id):
+    """The part of a port id its device names are made of.
+
+    Every prefix is three characters, so names keep the first eleven.
+    """
+    return port_id[:binding_mod.NIC_NAME_LEN - 3]
+
+
+class Store:
+    """Bindings and VLAN allocations of one agent."""
+
+    def __init__(self, state_path, default_mtu=1500):
+        os.makedirs(state_path, mode=0o700, exist_ok=True)
+        self.path = os.path.join(state_path, DB_NAME)
+        self.default_mtu = default_mtu
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute('PRAGMA journal_mode=WAL')
+        self._db.execute('PRAGMA synchronous=FULL')
+        self._db.executescript(_SCHEMA)
+
+    def close(self):
+        with self._lock:
+            self._db.close()
+
+    def _binding(self, data):
+        # Stored bindings were validated on the way in; validating again
+        # on the way out keeps a hand-edited database from reaching the
+        # dataplane.
+        return binding_mod.Binding.from_dict(json.loads(data),
+                                             self.default_mtu)
+
+    # -- reads ------------------------------------------------------------
+    def get(self, port_id):
+        with self._lock:
+            row = self._db.execute(
+                'SELECT data FROM bindings WHERE port_id = ?',
+                (port_id,)).fetchone()
+        return self._binding(row[0]) if row else None
+
+    def all(self):
+        with self._lock:
+            rows = self._db.execute(
+                'SELECT data FROM bindings ORDER BY port_id').fetchall()
+        return [self._binding(row[0]) for row in rows]
+
+    def vlans(self):
+        """Return ``{network_id: vlan}``."""
+        with self._lock:
+            return dict(self._db.execute(
+                'SELECT network_id, vlan FROM vlans').fetchall())
+
+    def vlan_for(self, network_id):
+        with self._lock:
+            row = self._db.execute(
+                'SELECT vlan FROM vlans WHERE network_id = ?',
+                (network_id,)).fetchone()
+        return row[0] if row else None
+
+    # -- writes -----------------------------------------------------------
+    def put(self, binding):
+        """Store ``binding``; return (CREATED|UPDATED|UNCHANGED, vlan).
+
+        An older revision raises StaleRevision. The same revision with the
+        same content is UNCHANGED; anything else newer or equal is an
+        update. Nothing is written when an error is raised.
+        """
+        with self._lock, self._transaction():
+            return self._put(binding)
+
+    def put_many(self, bindings):
+        """Store several bindings atomically: all of them or none."""
+        with self._lock, self._transaction():
+            return [self._put(b) for b in bindings]
+
+    def delete(self, port_id):
+        """Remove a binding; return it (None when unknown)."""
+        with self._lock, self._transaction():
+            return self._delete(port_id)
+
+    def _put(self, binding):
+        db = self._db
+        row = db.execute('SELECT revision, data FROM bindings '
+                         'WHERE port_id = ?', (binding.port_id,)).fetchone()
+        if row is not None:
+            current = self._binding(row[1])
+            if binding.revision < current.revision:
+                raise exception.StaleRevision(
+                    port_id=binding.port_id, revision=binding.revision,
+                    current=current.revision)
+            if binding == current:
+                return UNCHANGED, self._vlan(binding.network_id)
+        clash = db.execute(
+            'SELECT port_id FROM bindings WHERE name_key = ? '
+            'AND port_id != ?', (_name_key(binding.port_id),
+                                 binding.port_id)).fetchone()
+        if clash:
+            raise exception.InvalidBinding(
+                field='port_id',
+                reason='its device names are those of port %s' % clash[0])
+        db.execute(
+            'INSERT INTO bindings (port_id, name_key, network_id, revision, '
+            'data) VALUES (?, ?, ?, ?, ?) ON CONFLICT (port_id) DO UPDATE '
+            'SET network_id = excluded.network_id, '
+            'revision = excluded.revision, data = excluded.data',
+            (binding.port_id, _name_key(binding.port_id),
+             binding.network_id, binding.revision,
+             json.dumps(binding.to_dict(), sort_keys=True)))
+        if row is not None:
+            # A port that moved network frees its old VLAN first.
+            self._release_if_unused(self._binding(row[1]).network_id)
+        vlan = self._allocate(binding.network_id)
+        return (UPDATED if row is not None else CREATED), vlan
+
+    def _delete(self, port_id):
+        row = self._db.execute('SELECT data FROM bindings WHERE port_id = ?',
+                               (port_id,)).fetchone()
+        if row is None:
+            return None
+        old = self._binding(row[0])
+        self._db.execute('DELETE FROM bindings WHERE port_id = ?',
+                         (port_id,))
+        self._release_if_unused(old.network_id)
+        return old
+
+    def _vlan(self, network_id):
+        row = self._db.execute('SELECT vlan FROM vlans WHERE network_id = ?',
+                               (network_id,)).fetchone()
+        return row[0] if row else None
+
+    def _allocate(self, network_id):
+        vlan = self._vlan(network_id)
+        if vlan is not None:
+            return vlan
+        used = [r[0] for r in self._db.execute(
+            'SELECT vlan FROM vlans ORDER BY vlan')]
+        vlan = MIN_VLAN
+        for taken in used:
+            if taken != vlan:
+                break
+            vlan += 1
+        if vlan > MAX_VLAN:
+            raise exception.VlanPoolExhausted(network_id=network_id)
+        self._db.execute('INSERT INTO vlans (network_id, vlan) VALUES (?, ?)',
+                         (network_id, vlan))
+        return vlan
+
+    def _release_if_unused(self, network_id):
+        in_use = self._db.execute(
+            'SELECT 1 FROM bindings WHERE network_id = ? LIMIT 1',
+            (network_id,)).fetchone()
+        if not in_use:
+            self._db.execute('DELETE FROM vlans WHERE network_id = ?',
+                             (network_id,))
+
+    def _transaction(self):
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute('BEGIN IMMEDIATE')
+
+    def __exit__(self, exc_type, exc, tb):
+        self.db.execute('ROLLBACK' if exc_type else 'COMMIT')
+        return False
