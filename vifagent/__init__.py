@@ -9,3 +9,13 @@
 # WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
 # License for the specific language governing permissions and limitations
 # under the License.
+
+"""vifagent: wires VM ports into Open vSwitch through the hybrid chain."""
+
+from oslo_service import backend as _service_backend
+
+# vifagent runs on threads, never eventlet. oslo.messaging imports
+# oslo.service, whose backend defaults to eventlet unless one is chosen
+# first; choosing it here, in the package, happens before any vifagent
+# module imports oslo.messaging. Choosing the same backend again is a no-op.
+_service_backend.init_backend(_service_backend.BackendType.THREADING)

@@ -132,6 +132,20 @@ class Store:
         with self._lock, self._transaction():
             return [self._put(b) for b in bindings]
 
+    def replace_all(self, bindings):
+        """Make ``bindings`` the complete set, atomically.
+
+        Returns ``(results, removed)``: put results in the order given and
+        the bindings that were removed.
+        """
+        wanted = {b.port_id for b in bindings}
+        with self._lock, self._transaction():
+            stored = [r[0] for r in self._db.execute(
+                'SELECT port_id FROM bindings')]
+            removed = [self._delete(pid) for pid in stored
+                       if pid not in wanted]
+            return [self._put(b) for b in bindings], removed
+
     def delete(self, port_id):
         """Remove a binding; return it (None when unknown)."""
         with self._lock, self._transaction():

@@ -78,7 +78,49 @@ def random_mac():
     return ':'.join('%02x' % o for o in octets)
 
 
-class FunctionalTestCase(base.BaseTestCase):
+class RootTestCase(base.BaseTestCase):
+    """Root, fresh names, cleanup of every device a test's ports own."""
+
+    def setUp(self):
+        super().setUp()
+        if os.geteuid() != 0:
+            self.fail('functional tests need root (CAP_NET_ADMIN)')
+
+    def make_netns(self):
+        name = 'vifagent-test-%s' % uuid.uuid4().hex[:8]
+        run(['ip', 'netns', 'add', name])
+        self.addCleanup(run, ['ip', 'netns', 'del', name], False)
+        return name
+
+    @staticmethod
+    def remove_devices(devices):
+        """Cleanup: delete whatever is left of a test port's chain."""
+        run(['ovs-vsctl', '--if-exists', 'del-port', devices.qvo], False)
+        for name in (devices.qvb, devices.qvo, devices.qbr, devices.tap):
+            run(['ip', 'link', 'del', 'dev', name], False)
+
+    def binding_dict(self, netns=None, **fields):
+        """A valid binding as the wire carries it; cleanup registered."""
+        data = {'port_id': str(uuid.uuid4()),
+                'mac_address': random_mac(),
+                'instance_uuid': str(uuid.uuid4()),
+                'network_id': str(uuid.uuid4())}
+        if netns:
+            data.update(vif_type='netns', netns=netns)
+        data.update(fields)
+        self.addCleanup(self.remove_devices,
+                        binding_mod.device_names(data['port_id'].lower()))
+        return data
+
+    def make_tap(self):
+        """A tun/tap device standing in for a libvirt-made vnetN."""
+        name = 'vt%s' % uuid.uuid4().hex[:10]
+        run(['ip', 'tuntap', 'add', 'dev', name, 'mode', 'tap'])
+        self.addCleanup(run, ['ip', 'link', 'del', 'dev', name], False)
+        return name
+
+
+class FunctionalTestCase(RootTestCase):
     """A private integration bridge and an engine for each test."""
 
     #: Run privsep entrypoints in-process; a subclass proves the daemon.
@@ -86,8 +128,6 @@ class FunctionalTestCase(base.BaseTestCase):
 
     def setUp(self):
         super().setUp()
-        if os.geteuid() != 0:
-            self.fail('functional tests need root (CAP_NET_ADMIN)')
         if self.in_process_privsep:
             privileged.run_in_process()
         self.suffix = uuid.uuid4().hex[:8]
@@ -100,23 +140,9 @@ class FunctionalTestCase(base.BaseTestCase):
                               self.bridge], False)
         self.engine = apply.Engine.from_conf(CONF)
         self.addCleanup(self.engine.stop)
-        self._netns = []
-
-    def make_netns(self):
-        name = 'vifagent-test-%s' % uuid.uuid4().hex[:8]
-        run(['ip', 'netns', 'add', name])
-        self.addCleanup(run, ['ip', 'netns', 'del', name], False)
-        return name
 
     def make_binding(self, **fields):
-        data = {'port_id': str(uuid.uuid4()),
-                'mac_address': random_mac(),
-                'instance_uuid': str(uuid.uuid4()),
-                'network_id': str(uuid.uuid4())}
-        data.update(fields)
-        b = binding_mod.Binding.from_dict(data)
-        self.addCleanup(self.remove_devices, b.devices)
-        return b
+        return binding_mod.Binding.from_dict(self.binding_dict(**fields))
 
     def make_port(self, vlan=10, netns=True, tap=None, **fields):
         """A bound port; netns ports get a fresh namespace as their VM."""
@@ -124,20 +150,6 @@ class FunctionalTestCase(base.BaseTestCase):
             fields.update(vif_type='netns', netns=self.make_netns())
         b = self.make_binding(**fields)
         return state.DesiredPort.for_binding(b, vlan=vlan, tap=tap)
-
-    @staticmethod
-    def remove_devices(devices):
-        """Cleanup: delete whatever is left of a test port's chain."""
-        run(['ovs-vsctl', '--if-exists', 'del-port', devices.qvo], False)
-        for name in (devices.qvb, devices.qvo, devices.qbr, devices.tap):
-            run(['ip', 'link', 'del', 'dev', name], False)
-
-    def make_tap(self):
-        """A tun/tap device standing in for a libvirt-made vnetN."""
-        name = 'vt%s' % uuid.uuid4().hex[:10]
-        run(['ip', 'tuntap', 'add', 'dev', name, 'mode', 'tap'])
-        self.addCleanup(run, ['ip', 'link', 'del', 'dev', name], False)
-        return name
 
     def plug(self, *ports):
         results = self.engine.plug(ports)

@@ -21,6 +21,18 @@ agent_opts = [
         'state_path', default='/var/lib/vifagent',
         help='Directory of the agent\'s SQLite store of bindings and local '
              'VLAN allocations.'),
+    cfg.StrOpt(
+        'rpc_topic', default='vifagent',
+        help='RPC topic the agent serves; its server name is [DEFAULT] '
+             'host.'),
+    cfg.StrOpt(
+        'report_topic', default='vifagent-reports',
+        help='Topic of the agent\'s status casts (port_status) and '
+             'heartbeats (report_state), sent as fanout so that every '
+             'listener sees them.'),
+    cfg.IntOpt(
+        'report_interval', default=30, min=1,
+        help='Seconds between report_state heartbeats.'),
     cfg.IntOpt(
         'default_mtu', default=1500, min=68, max=65535,
         help='MTU of a port whose binding does not name one.'),

@@ -1,0 +1,142 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""A real vifagent-agent process, with its own names, for end-to-end tests.
+
+The agent runs from its console script with a config file of its own: a
+unique host, RPC and report topics, integration bridge and state
+directory. RabbitMQ must be running on 127.0.0.1:5672; when it is not,
+the fixture starts it with tools/start-rabbitmq.sh.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import fixtures
+from oslo_config import cfg
+
+from tests.functional import base
+from vifagent import exception
+from vifagent import rpc
+from vifagent.rpc import client as client_mod
+
+TRANSPORT_URL = os.environ.get('VIFAGENT_TRANSPORT_URL',
+                               'rabbit://guest:guest@127.0.0.1:5672/')
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def ensure_rabbitmq():
+    try:
+        socket.create_connection(('127.0.0.1', 5672), timeout=1).close()
+        return
+    except OSError:
+        pass
+    subprocess.run([os.path.join(TOP, 'tools', 'start-rabbitmq.sh')],
+                   check=True, capture_output=True)
+
+
+def script(name):
+    """The console script installed beside this interpreter."""
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+class AgentFixture(fixtures.Fixture):
+    """Writes a config, starts vifagent-agent, waits until it answers."""
+
+    def __init__(self, report_interval=30):
+        super().__init__()
+        self.report_interval = report_interval
+
+    def _setUp(self):
+        ensure_rabbitmq()
+        suffix = uuid.uuid4().hex[:8]
+        self.dir = self.useFixture(fixtures.TempDir()).path
+        self.host = 'e2e-' + suffix
+        self.topic = 'vifagent-' + suffix
+        self.report_topic = 'vifagent-reports-' + suffix
+        self.bridge = 'br-' + suffix
+        self.config = os.path.join(self.dir, 'vifagent.conf')
+        with open(self.config, 'w') as f:
+            f.write('[DEFAULT]\nhost = %s\ntransport_url = %s\n'
+                    'log_file = %s\n'
+                    '[agent]\nrpc_topic = %s\nreport_topic = %s\n'
+                    'state_path = %s\nreport_interval = %d\n'
+                    '[ovs]\nintegration_bridge = %s\n'
+                    'datapath_type = netdev\n' % (
+                        self.host, TRANSPORT_URL,
+                        os.path.join(self.dir, 'agent.log'), self.topic,
+                        self.report_topic, os.path.join(self.dir, 'state'),
+                        self.report_interval, self.bridge))
+        self.addCleanup(base.run, ['ovs-vsctl', '--if-exists', 'del-br',
+                                   self.bridge], False)
+        self.transport = rpc.get_transport(cfg.CONF, url=TRANSPORT_URL)
+        self.addCleanup(self.transport.cleanup)
+        self.client = client_mod.AgentClient(self.transport, self.host,
+                                             topic=self.topic, timeout=30)
+        self.proc = None
+        self.addCleanup(self.kill)
+        self.start()
+
+    def start(self, timeout=60):
+        self.proc = subprocess.Popen(
+            [script('vifagent-agent'), '--config-file', self.config],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        quick = client_mod.AgentClient(self.transport, self.host,
+                                       topic=self.topic, timeout=2)
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError('vifagent-agent exited with %s:\n%s' % (
+                    self.proc.returncode, self.log()))
+            try:
+                return quick.get_agent_state()
+            except exception.VifAgentException:
+                raise
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise AssertionError('agent not ready:\n' + self.log())
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, 'agent.log')) as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ''
+
+    def terminate(self, timeout=15):
+        """SIGTERM; return the exit code (the agent must stop quickly)."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def ctl(self, *args, check=True):
+        """Run vifagent-ctl against this agent; return the process."""
+        proc = subprocess.run(
+            [script('vifagent-ctl'), '--config-file', self.config] +
+            list(args), capture_output=True, text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError('vifagent-ctl %s: %d %s' % (
+                ' '.join(args), proc.returncode, proc.stderr))
+        return proc

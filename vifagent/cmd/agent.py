@@ -1,0 +1,50 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""vifagent-agent: the compute-node daemon."""
+
+import signal
+import sys
+import threading
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+from vifagent import conf as vifagent_conf  # noqa: F401 (registers opts)
+from vifagent import service
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+
+def main(argv=None):
+    logging.register_options(CONF)
+    CONF(sys.argv[1:] if argv is None else argv, project='vifagent')
+    logging.setup(CONF, 'vifagent')
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        LOG.info('Signal %d: stopping', signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    agent = service.Agent(CONF)
+    agent.start()
+    while not stop.wait(1):
+        pass
+    agent.stop()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,91 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Controller side: a client for the agent's API, and a report listener.
+
+A controller imports these::
+
+    transport = vifagent.rpc.get_transport(cfg.CONF)
+    agent = AgentClient(transport, host='compute-1')
+    reply = agent.bind_port(binding_dict)
+
+Errors arrive as vifagent.exception classes (InvalidBinding, PortNotFound,
+StaleRevision, ...), so callers catch types, not strings.
+"""
+
+import oslo_messaging as messaging
+
+from vifagent import rpc
+
+
+class AgentClient:
+    """Calls one agent (``host``) of API 1.x, pinned with version_cap."""
+
+    def __init__(self, transport, host, topic='vifagent', timeout=None,
+                 version_cap=rpc.API_VERSION):
+        self.host = host
+        target = messaging.Target(topic=topic, version=rpc.API_VERSION)
+        self._client = messaging.get_rpc_client(
+            transport, target, version_cap=version_cap, timeout=timeout)
+
+    def _call(self, method, **kwargs):
+        cctxt = self._client.prepare(server=self.host)
+        return cctxt.call({}, method, **kwargs)
+
+    def bind_port(self, binding):
+        return self._call('bind_port', binding=binding)
+
+    def unbind_port(self, port_id):
+        return self._call('unbind_port', port_id=port_id)
+
+    def get_port(self, port_id):
+        return self._call('get_port', port_id=port_id)
+
+    def list_ports(self):
+        return self._call('list_ports')
+
+    def sync_ports(self, bindings):
+        return self._call('sync_ports', bindings=bindings)
+
+    def get_agent_state(self):
+        return self._call('get_agent_state')
+
+    def network_update(self, network_id, mtu):
+        """Fanout cast: every agent on the topic updates its ports."""
+        cctxt = self._client.prepare(fanout=True)
+        cctxt.cast({}, 'network_update', network_id=network_id, mtu=mtu)
+
+
+class _ReportEndpoint:
+    target = messaging.Target(version=rpc.REPORT_VERSION)
+
+    def __init__(self, on_status, on_state):
+        self.on_status = on_status
+        self.on_state = on_state
+
+    def port_status(self, context, statuses):
+        self.on_status(statuses)
+
+    def report_state(self, context, state):
+        self.on_state(state)
+
+
+def get_report_listener(transport, topic, name, on_status, on_state):
+    """An RPC server receiving the agents' port_status and report_state.
+
+    ``name`` must be unique per listener; agents cast reports as fanout,
+    so every listener gets every report.
+    """
+    target = messaging.Target(topic=topic, server=name,
+                              version=rpc.REPORT_VERSION)
+    return messaging.get_rpc_server(transport, target,
+                                    [_ReportEndpoint(on_status, on_state)])
