@@ -12,7 +12,14 @@
 
 """vifagent: wires VM ports into Open vSwitch through the hybrid chain."""
 
+import warnings
+
 from oslo_service import backend as _service_backend
+
+# oslo.service depends on eventlet, and futurist and oslo.privsep import it
+# when it is installed, which prints a deprecation notice an operator can
+# do nothing about: vifagent never runs on eventlet.
+warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 # vifagent runs on threads, never eventlet. oslo.messaging imports
 # oslo.service, whose backend defaults to eventlet unless one is chosen

@@ -1,0 +1,119 @@
+#!/bin/bash
+# vifagent quick start: one command, as root, on a Debian 12 machine.
+#
+#   tools/demo.sh          install what is missing, start Open vSwitch,
+#                          RabbitMQ and the agent, bind two ports to two
+#                          namespace "VMs", show their chains and status,
+#                          and ping between them
+#   tools/demo.sh stop     unbind the demo ports, stop the agent, remove
+#                          the namespaces (Open vSwitch and RabbitMQ stay)
+set -eu
+
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+DEMO=${VIFAGENT_DEMO_DIR:-/var/lib/vifagent-demo}
+VENV=${VIFAGENT_VENV:-$TOP/.venv}
+CONF=$DEMO/vifagent.conf
+PIDFILE=$DEMO/agent.pid
+NET=de000000-0000-4000-8000-000000000001
+PORTS=(d1e40001-0000-4000-8000-0000000000a1 d2e40002-0000-4000-8000-0000000000a2)
+MACS=(fa:16:3e:de:00:01 fa:16:3e:de:00:02)
+ADDRS=(10.0.0.1/24 10.0.0.2/24)
+VMS=(vifagent-demo-vm1 vifagent-demo-vm2)
+
+ctl() { "$VENV/bin/vifagent-ctl" --config-file "$CONF" "$@"; }
+say() { printf '\n== %s\n' "$*"; }
+
+agent_running() {
+    [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null
+}
+
+stop_demo() {
+    if agent_running; then
+        # Every port the demo agent holds, including ones bound by hand.
+        for port in $(ctl list 2>/dev/null | awk 'NR > 1 {print $1}'); do
+            ctl unbind "$port" >/dev/null 2>&1 || true
+        done
+        kill "$(cat "$PIDFILE")"
+        for _ in $(seq 1 50); do agent_running || break; sleep 0.2; done
+        echo "agent stopped"
+    fi
+    rm -f "$PIDFILE"
+    for vm in "${VMS[@]}"; do ip netns del "$vm" 2>/dev/null || true; done
+    echo "demo namespaces removed; Open vSwitch and RabbitMQ left running"
+}
+
+if [ "${1:-}" = stop ]; then
+    stop_demo
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "run as root" >&2
+    exit 1
+fi
+
+say "system packages, Open vSwitch, RabbitMQ"
+"$TOP/tools/install-deps.sh"
+"$TOP/tools/start-ovs.sh"
+"$TOP/tools/start-rabbitmq.sh"
+
+say "vifagent in $VENV"
+if [ ! -x "$VENV/bin/vifagent-agent" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    (cd "$TOP" && "$VENV/bin/pip" install -q -e .)
+fi
+echo "installed"
+
+say "agent (config $CONF, log $DEMO/agent.log)"
+mkdir -p "$DEMO"
+cat > "$CONF" <<CONF
+[DEFAULT]
+host = $(hostname)
+transport_url = rabbit://guest:guest@127.0.0.1:5672/
+log_file = $DEMO/agent.log
+
+[agent]
+state_path = $DEMO/state
+
+[ovs]
+integration_bridge = br-int
+# No OVS kernel module is needed: the userspace datapath.
+datapath_type = netdev
+CONF
+if ! agent_running; then
+    nohup "$VENV/bin/vifagent-agent" --config-file "$CONF" \
+        >/dev/null 2>&1 &
+    echo $! > "$PIDFILE"
+fi
+for _ in $(seq 1 60); do
+    if ctl --timeout 2 status >/dev/null 2>&1; then break; fi
+    agent_running || { echo "agent failed; see $DEMO/agent.log" >&2; exit 1; }
+done
+ctl status
+
+say "two namespace VMs bound through the agent"
+for i in 0 1; do
+    ip netns add "${VMS[$i]}" 2>/dev/null || true
+    ctl bind --port-id "${PORTS[$i]}" --mac-address "${MACS[$i]}" \
+        --instance-uuid "${PORTS[$i]}" --network-id "$NET" \
+        --netns "${VMS[$i]}" >/dev/null
+    ip -n "${VMS[$i]}" addr replace "${ADDRS[$i]}" dev eth0
+done
+ctl list
+
+say "their chains"
+for port in "${PORTS[@]}"; do
+    qbr=qbr${port:0:11}
+    echo "$qbr:"
+    ip -br link show master "$qbr"
+done
+ovs-vsctl --columns=name,tag list Port "qvo${PORTS[0]:0:11}" \
+    "qvo${PORTS[1]:0:11}"
+
+say "ping from ${VMS[0]} (${ADDRS[0]%/*}) to ${VMS[1]} (${ADDRS[1]%/*})"
+ip netns exec "${VMS[0]}" ping -c 3 -i 0.3 "${ADDRS[1]%/*}"
+
+say "done"
+echo "Try: $VENV/bin/vifagent-ctl --config-file $CONF watch"
+echo "Stop: tools/demo.sh stop"
