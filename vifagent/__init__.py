@@ -15,6 +15,7 @@
 import warnings
 
 from oslo_service import backend as _service_backend
+from oslo_service.backend import exceptions as _service_exceptions
 
 # oslo.service depends on eventlet, and futurist and oslo.privsep import it
 # when it is installed, which prints a deprecation notice an operator can
@@ -24,5 +25,10 @@ warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 # vifagent runs on threads, never eventlet. oslo.messaging imports
 # oslo.service, whose backend defaults to eventlet unless one is chosen
 # first; choosing it here, in the package, happens before any vifagent
-# module imports oslo.messaging. Choosing the same backend again is a no-op.
-_service_backend.init_backend(_service_backend.BackendType.THREADING)
+# module imports oslo.messaging. A program that imported oslo.messaging
+# before vifagent (oslo-config-generator, say) has made its own choice,
+# which is left alone.
+try:
+    _service_backend.init_backend(_service_backend.BackendType.THREADING)
+except _service_exceptions.BackendAlreadySelected:
+    pass
