@@ -60,6 +60,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -99,6 +100,8 @@ ROWS = (
     ('bind_port latency, p90', 'bind_p90', 'ms'),
     ('bind_port latency, p99', 'bind_p99', 'ms'),
     ('bind_port latency, max', 'bind_max', 'ms'),
+    ('bind_port median, first %(q)d calls', 'bind_first', 'ms'),
+    ('bind_port median, last %(q)d calls', 'bind_last', 'ms'),
     ('bind_port, all calls (total)', 'bind_total', 's'),
     ('unbind_port latency, median', 'unbind_median', 'ms'),
     ('unbind_port latency, p99', 'unbind_p99', 'ms'),
@@ -111,6 +114,10 @@ _SCALE = {'ms': 1000.0, 's': 1.0}
 
 class BenchmarkError(Exception):
     """A result is wrong: the run stops, its numbers mean nothing."""
+
+
+class AgentExited(BenchmarkError):
+    """The agent process ended while the benchmark was using it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +175,7 @@ class Benchmark:
         self.namespaces = set()
         self.ns_count = 0
         self.started_in = None
+        self.stopping = False
         self.loadavg = None
         self.rounds = []
 
@@ -191,9 +199,11 @@ class Benchmark:
         self.dir = tempfile.mkdtemp(prefix='vifagent-bench-')
         self.config = os.path.join(self.dir, 'vifagent.conf')
         self._write_config()
-        # The client reads the same file: same broker, same exchange.
-        conf = cfg.ConfigOpts()
-        conf(['--config-file', self.config], project='vifagent-bench',
+        # The client reads the same file: same broker, same exchange. It
+        # must be the global configuration: oslo.messaging's RPC client
+        # reads its tracing options from there whatever it is given.
+        conf = cfg.CONF
+        conf(['--config-file', self.config], project='vifagent',
              default_config_files=[])
         self.transport = rpc.get_transport(conf)
         # Imported here: importing vifagent first makes oslo.messaging's
@@ -265,13 +275,25 @@ class Benchmark:
                 break
             except exception.VifAgentException:
                 raise
-            except Exception:
+            except Exception as e:
                 if time.monotonic() > deadline:
-                    raise BenchmarkError('agent not ready after %ds:\n%s' % (
-                        START_TIMEOUT, self.agent_output()))
+                    raise BenchmarkError(
+                        'agent not ready after %ds (%s: %s):\n%s' % (
+                            START_TIMEOUT, type(e).__name__, e,
+                            self.agent_output()))
+                time.sleep(0.1)
         self.started_in = time.perf_counter() - start
         log('agent pid %d answering after %.1f s', self.proc.pid,
             self.started_in)
+        threading.Thread(target=self._watch_agent, name='agent-watch',
+                         daemon=True).start()
+
+    def _watch_agent(self):
+        """Interrupt the run when the agent dies: no waiting for replies."""
+        code = self.proc.wait()
+        if not self.stopping:
+            log('vifagent-agent exited with %s during the run', code)
+            os.kill(os.getpid(), signal.SIGUSR1)
 
     def agent_output(self):
         text = []
@@ -285,8 +307,10 @@ class Benchmark:
 
     def cleanup(self):
         """Remove everything this run made; True when all is gone."""
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(signum, signal.SIG_IGN)
+        self._unbind_all()
+        self.stopping = True
         clean = self._stop_agent()
         if self.bridge is not None:
             # The bridge's ports go with it.
@@ -322,6 +346,21 @@ class Benchmark:
             shutil.rmtree(self.dir, ignore_errors=True)
         return clean
 
+    def _unbind_all(self):
+        """Have a live agent remove its ports: faster than one by one."""
+        if self.proc is None or self.proc.poll() is not None or \
+                self.client is None or not self.ids:
+            return
+        client = client_mod.AgentClient(self.transport, self.host,
+                                        topic=self.topic, timeout=60)
+        try:
+            removed = client.sync_ports([])['removed']
+            if removed:
+                log('cleanup: the agent removed %d ports', len(removed))
+        except Exception as e:
+            log('cleanup: the agent did not remove its ports (%s: %s); '
+                'deleting them here', type(e).__name__, e)
+
     def _stop_agent(self):
         if self.proc is None or self.proc.poll() is not None:
             return True
@@ -354,15 +393,17 @@ class Benchmark:
                     if msg.get('IFLA_IFNAME') in names]
             # veths first: deleting one end deletes its peer.
             left.sort(key=lambda n: n.startswith(binding.BRIDGE_PREFIX))
+            deleted = 0
             for name in left:
                 try:
                     ipr.link('del', ifname=name)
+                    deleted += 1
                 except nl_exc.NetlinkError as e:
                     if e.code != errno.ENODEV:
                         clean = False
                         log('cleanup: could not delete %s: %s', name, e)
-            if left:
-                log('cleanup: deleted %d leftover devices', len(left))
+            if deleted:
+                log('cleanup: deleted %d leftover devices', deleted)
         except Exception as e:
             clean = False
             log('cleanup: could not list or delete devices: %s', e)
@@ -542,6 +583,11 @@ class Benchmark:
             raise BenchmarkError('%s: the agent still has %d ports' % (
                 what, ports))
 
+    @property
+    def quarter(self):
+        """How many calls the first and last quarter rows cover."""
+        return max(1, self.args.ports // 4)
+
     # -- scenarios ----------------------------------------------------------
     def warm_up(self):
         """One bind, unbind and sync outside the measurement.
@@ -582,6 +628,10 @@ class Benchmark:
         result['bind_p90'] = percentile(latencies, 90)
         result['bind_p99'] = percentile(latencies, 99)
         result['bind_max'] = max(latencies)
+        # Each bind adds a port to the bridge: does latency grow with it?
+        quarter = self.quarter
+        result['bind_first'] = statistics.median(latencies[:quarter])
+        result['bind_last'] = statistics.median(latencies[-quarter:])
         result['bind_total'] = sum(latencies)
         self.check_chains(ports, 'bind_port')
 
@@ -662,7 +712,8 @@ class Benchmark:
         for label, key, unit in ROWS:
             values = [r[key] * _SCALE[unit] for r in self.rounds]
             out.append('%-36s %9.2f %-2s %9.2f %-2s %9.2f %-2s' % (
-                label % {'n': n}, statistics.median(values), unit,
+                label % {'n': n, 'q': self.quarter},
+                statistics.median(values), unit,
                 min(values), unit, max(values), unit))
         out.append('')
         bind_ms = self._median('bind_median') * 1000
@@ -729,12 +780,17 @@ def _interrupted(signum, frame):
     raise KeyboardInterrupt()
 
 
+def _agent_exited(signum, frame):
+    raise AgentExited('vifagent-agent exited during the run')
+
+
 def main(argv=None):
     args = parse_args(argv)
     if os.geteuid() != 0:
         log('error: run as root (the agent creates network devices)')
         return 2
     signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGUSR1, _agent_exited)
     bench = Benchmark(args)
     status = 0
     try:
@@ -744,6 +800,8 @@ def main(argv=None):
             bench.run_round(number)
     except BenchmarkError as e:
         log('ABORTED: %s', e)
+        if isinstance(e, AgentExited):
+            log('agent output:\n%s', bench.agent_output())
         status = 1
     except KeyboardInterrupt:
         log('interrupted')
