@@ -26,10 +26,13 @@ import time
 from oslo_log import log as logging
 
 from vifagent import binding as binding_mod
+from vifagent.dataplane import rtnl
 from vifagent import exception
 from vifagent import privileged
 from vifagent.reconcile import apply
+from vifagent.reconcile import plan as plan_mod
 from vifagent.reconcile import state
+from vifagent.reconcile import worker
 from vifagent import rpc
 from vifagent.rpc import reporter as reporter_mod
 from vifagent.rpc import server as server_mod
@@ -56,6 +59,13 @@ class Agent:
         self._stopping = threading.Event()
         self._heartbeat = None
         self.started_at = None
+        self.reconciler = None
+        self._monitor = None
+        # First 11 characters of each bound port id (what its device names
+        # carry) -> port id, to map events to ports.
+        self._keys = {}
+        self._orphans_seen = {}
+        self._foreign_reported = set()
 
     # -- life cycle ---------------------------------------------------------
     def start(self):
@@ -67,9 +77,20 @@ class Agent:
         self._transport = rpc.get_transport(conf)
         self.reporter = reporter_mod.Reporter(self._transport, conf)
         self.started_at = time.time()
-        # Re-adopt every stored chain before serving: a healthy host makes
-        # no writes here, a damaged one is repaired.
-        self.resync()
+        self.reconciler = worker.Reconciler(
+            self._reconcile_ports, self._full_pass,
+            interval=conf.agent.resync_interval,
+            max_retries=conf.agent.max_retries,
+            retry_cap=conf.agent.retry_backoff_cap)
+        # Start is a full pass before serving: it re-adopts every stored
+        # chain, writing nothing when the host is healthy.
+        self.reconciler.run_full_pass()
+        self._monitor = rtnl.LinkMonitor(
+            self._on_link_names,
+            lambda: self.reconciler.mark_all('netlink events were lost'))
+        self._monitor.start()
+        self.engine.ovs.add_listener(self._on_ovsdb_row)
+        self.reconciler.start()
         self._server = server_mod.get_server(self._transport, self, conf)
         self._server.start()
         self._heartbeat = threading.Thread(target=self._beat,
@@ -84,6 +105,12 @@ class Agent:
         if self._server is not None:
             self._server.stop()
             self._server.wait()
+        if self._monitor is not None:
+            self._monitor.stop()
+        if self.engine is not None:
+            self.engine.ovs.remove_listener(self._on_ovsdb_row)
+        if self.reconciler is not None:
+            self.reconciler.stop()
         with self._lock:
             if self.engine is not None:
                 self.engine.stop()
@@ -92,6 +119,71 @@ class Agent:
         if self._transport is not None:
             self._transport.cleanup()
         LOG.info('vifagent stopped; chains left in place')
+
+    # -- events ---------------------------------------------------------------
+    def _port_of(self, name):
+        if name and name.startswith(binding_mod.OWNED_PREFIXES):
+            return self._keys.get(name[3:])
+        return None
+
+    def _on_link_names(self, names):
+        self.reconciler.mark(
+            {pid for pid in map(self._port_of, names) if pid})
+
+    def _on_ovsdb_row(self, event, table, name):
+        if table == 'Open_vSwitch' and event == 'create':
+            self.reconciler.mark_all('connected to OVSDB')
+        elif table == 'Bridge' and event == 'delete' and \
+                name == self.conf.ovs.integration_bridge:
+            self.reconciler.mark_all('integration bridge deleted')
+        elif table in ('Port', 'Interface'):
+            pid = self._port_of(name)
+            if pid:
+                self.reconciler.mark([pid])
+
+    # -- reconciliation -------------------------------------------------------
+    def _reconcile_ports(self, port_ids):
+        """Repair the chains of these ports (those still bound)."""
+        with self._lock:
+            bindings = [b for b in map(self.store.get, port_ids) if b]
+            return self._plug(bindings) if bindings else {}
+
+    def _full_pass(self):
+        """Every port, the integration bridge, garbage collection."""
+        with self._lock:
+            if self.engine.ovs.ensure_bridge():
+                self.reconciler.stats.repairs['integration_bridge'] += 1
+            bindings = self.store.all()
+            results = self._plug(bindings) if bindings else {}
+            self._collect_garbage({b.port_id for b in bindings})
+            return results
+
+    def _collect_garbage(self, bound):
+        """Remove orphans past their grace period; report foreign devices."""
+        observed = self.engine.observe(None)
+        tombstones = self.store.unbinding()
+        orphans, foreign = plan_mod.find_orphans(
+            observed, bound, self.conf.host, tombstones)
+        now = time.monotonic()
+        grace = self.conf.agent.orphan_grace
+        for pid in list(self._orphans_seen):
+            if pid not in orphans:
+                del self._orphans_seen[pid]
+        # Tombstoned ports were unbound on request: no grace needed.
+        due = [pid for pid in orphans
+               if pid in tombstones or
+               now - self._orphans_seen.setdefault(pid, now) >= grace]
+        if due:
+            LOG.info('Removing %d orphaned chains: %s', len(due),
+                     ', '.join(due))
+            self._unplug(due)
+            self.reconciler.stats.orphans_removed += len(due)
+        for name in foreign:
+            if name not in self._foreign_reported:
+                self._foreign_reported.add(name)
+                LOG.warning('Device %s is named like ours but no binding '
+                            'or marker makes it ours: leaving it alone',
+                            name)
 
     def _beat(self):
         interval = self.conf.agent.report_interval
@@ -115,6 +207,8 @@ class Agent:
         ports = [state.DesiredPort.for_binding(b, vlans[b.network_id],
                                                tap=self._tap(b))
                  for b in bindings]
+        for b in bindings:
+            self._keys[b.port_id[:binding_mod.NIC_NAME_LEN - 3]] = b.port_id
         results = self.engine.plug(ports)
         changes = []
         for b in bindings:
@@ -130,12 +224,17 @@ class Agent:
         return results
 
     def _unplug(self, port_ids):
+        """Remove chains; drop the tombstones of those fully removed."""
         results = self.engine.unplug(port_ids)
         for pid in port_ids:
             self._results.pop(pid, None)
-        left = [r for r in results.values() if r.status is not None]
-        for result in left:
-            LOG.error('Port %s unbound but %s', result.port_id, result.reason)
+            self._keys.pop(pid[:binding_mod.NIC_NAME_LEN - 3], None)
+        clean = [pid for pid, r in results.items() if r.status is None]
+        for result in results.values():
+            if result.status is not None:
+                LOG.error('Port %s unbound but %s', result.port_id,
+                          result.reason)
+        self.store.forget(clean)
         return results
 
     def _reply(self, port_id):
@@ -155,19 +254,16 @@ class Agent:
         }
 
     # -- API ------------------------------------------------------------------
-    def resync(self):
-        """Plug every stored binding (used at start)."""
-        with self._lock:
-            bindings = self.store.all()
-            if bindings:
-                self._plug(bindings)
-
     def bind_port(self, data):
         b = self._binding(data)
         with self._lock:
             self.store.put(b)
-            self._plug([b])
-            return self._reply(b.port_id)
+            result = self._plug([b])[b.port_id]
+            reply = self._reply(b.port_id)
+        if result.status == state.ERROR:
+            # The reconciler retries it with backoff.
+            self.reconciler.mark([b.port_id])
+        return reply
 
     def unbind_port(self, port_id):
         port_id = binding_mod.validate_uuid(port_id)
@@ -252,4 +348,5 @@ class Agent:
                                     for s in state.STATUSES},
                 'uptime': round(time.time() - self.started_at, 1),
                 'counters': dataclasses.asdict(self.engine.counters),
+                'reconcile': self.reconciler.stats.to_dict(),
             }

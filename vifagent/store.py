@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS bindings (
 );
 CREATE INDEX IF NOT EXISTS bindings_network ON bindings (network_id);
 CREATE INDEX IF NOT EXISTS bindings_name_key ON bindings (name_key);
+CREATE TABLE IF NOT EXISTS unbinding (
+    port_id TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS vlans (
     network_id TEXT PRIMARY KEY,
     vlan INTEGER NOT NULL UNIQUE
@@ -147,7 +151,7 @@ class Store:
             return [self._put(b) for b in bindings], removed
 
     def delete(self, port_id):
-        """Remove a binding; return it (None when unknown)."""
+        """Remove a binding (kept as a tombstone); return it or None."""
         with self._lock, self._transaction():
             return self._delete(port_id)
 
@@ -171,6 +175,8 @@ class Store:
             raise exception.InvalidBinding(
                 field='port_id',
                 reason='its device names are those of port %s' % clash[0])
+        db.execute('DELETE FROM unbinding WHERE port_id = ?',
+                   (binding.port_id,))
         db.execute(
             'INSERT INTO bindings (port_id, name_key, network_id, revision, '
             'data) VALUES (?, ?, ?, ?, ?) ON CONFLICT (port_id) DO UPDATE '
@@ -186,6 +192,12 @@ class Store:
         return (UPDATED if row is not None else CREATED), vlan
 
     def _delete(self, port_id):
+        """Move a binding to ``unbinding`` until forget() is called.
+
+        The chain is removed after this commits; a crash in between
+        leaves the tombstone, so the next start removes the chain instead
+        of leaking it.
+        """
         row = self._db.execute('SELECT data FROM bindings WHERE port_id = ?',
                                (port_id,)).fetchone()
         if row is None:
@@ -193,8 +205,22 @@ class Store:
         old = self._binding(row[0])
         self._db.execute('DELETE FROM bindings WHERE port_id = ?',
                          (port_id,))
+        self._db.execute('INSERT OR REPLACE INTO unbinding (port_id, data) '
+                         'VALUES (?, ?)', (port_id, row[0]))
         self._release_if_unused(old.network_id)
         return old
+
+    def unbinding(self):
+        """Port ids whose removal from the host is not confirmed yet."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                'SELECT port_id FROM unbinding ORDER BY port_id')]
+
+    def forget(self, port_ids):
+        """The host holds nothing more of these ports: drop tombstones."""
+        with self._lock, self._transaction():
+            self._db.executemany('DELETE FROM unbinding WHERE port_id = ?',
+                                 [(pid,) for pid in port_ids])
 
     def _vlan(self, network_id):
         row = self._db.execute('SELECT vlan FROM vlans WHERE network_id = ?',

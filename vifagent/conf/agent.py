@@ -34,6 +34,23 @@ agent_opts = [
         'report_interval', default=30, min=1,
         help='Seconds between report_state heartbeats.'),
     cfg.IntOpt(
+        'resync_interval', default=60, min=1,
+        help='Seconds between full reconciliation passes (with 10% '
+             'jitter). Events repair drift at once; the full pass catches '
+             'what no event reports and collects orphans.'),
+    cfg.IntOpt(
+        'orphan_grace', default=60, min=0,
+        help='Seconds an orphan (a chain this agent owns with no binding) '
+             'is left alone before a full pass removes it.'),
+    cfg.IntOpt(
+        'max_retries', default=5, min=0,
+        help='Retries of a failing port (backoff 0.5 s doubling, capped by '
+             'retry_backoff_cap) before it stays in ERROR until the next '
+             'full pass.'),
+    cfg.FloatOpt(
+        'retry_backoff_cap', default=30.0, min=0.1,
+        help='Longest wait in seconds between two retries of a port.'),
+    cfg.IntOpt(
         'default_mtu', default=1500, min=68, max=65535,
         help='MTU of a port whose binding does not name one.'),
 ]

@@ -51,6 +51,26 @@ def _optional(value):
     return value
 
 
+class _Idl(connection.OvsdbIdl):
+    """The IDL, telling listeners which rows changed.
+
+    Listeners run in the OVSDB connection thread with its lock held: they
+    must only note what changed (``(event, table, name)``) and return.
+    """
+
+    listeners = []
+
+    def notify(self, event, row, updates=None):
+        table = row._table.name
+        name = getattr(row, 'name', None) if table != 'Open_vSwitch' \
+            else None
+        for listener in list(self.listeners):
+            try:
+                listener(event, table, name)
+            except Exception:
+                LOG.exception('OVSDB event listener failed')
+
+
 def _marked(port):
     ifaces = port.interfaces
     return bool(ifaces) and state.OWNER_KEY in ifaces[0].external_ids
@@ -137,7 +157,7 @@ class _Api(impl_idl.OvsdbIdl):
                 helper = idlutils.get_schema_helper(remote, 'Open_vSwitch')
                 for table, columns in _COLUMNS.items():
                     helper.register_columns(table, columns)
-                idl = connection.OvsdbIdl(remote, helper)
+                idl = _Idl(remote, helper)
                 conn = connection.Connection(idl, timeout=timeout)
                 cls._remote = remote
             api = cls(conn)
@@ -176,6 +196,16 @@ class OvsDataplane:
         if self.api is not None:
             _Api.detach()
             self.api = self._conn = None
+
+    @staticmethod
+    def add_listener(listener):
+        """Call ``listener(event, table, name)`` on every row change."""
+        _Idl.listeners.append(listener)
+
+    @staticmethod
+    def remove_listener(listener):
+        if listener in _Idl.listeners:
+            _Idl.listeners.remove(listener)
 
     def bridge_exists(self):
         with self._conn.lock:

@@ -25,6 +25,10 @@ import socket
 import struct
 import threading
 
+from oslo_log import log as logging
+
+LOG = logging.getLogger(__name__)
+
 _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
 _RTM_NEWLINK = 16
@@ -223,3 +227,75 @@ class LinkReader:
                     return None
                 raise
         return None
+
+
+_RTMGRP_LINK = 1
+_RTM_DELLINK = 17
+
+
+def _link_name(data, start, end):
+    for kind, s, e in _attrs(data, start + 32, end):
+        if kind == _IFLA_IFNAME:
+            return _string(data, s, e)
+    return None
+
+
+class LinkMonitor:
+    """Calls ``on_names(names)`` for every burst of link notifications.
+
+    Runs on its own thread with its own socket subscribed to RTMGRP_LINK.
+    When the kernel drops notifications (the socket buffer overflowed,
+    ENOBUFS), some changes went unseen: ``on_overflow()`` is called so the
+    caller can look at everything again.
+    """
+
+    def __init__(self, on_names, on_overflow):
+        self.on_names = on_names
+        self.on_overflow = on_overflow
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                                   socket.NETLINK_ROUTE)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self._sock.bind((0, _RTMGRP_LINK))
+        self._sock.settimeout(0.5)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='netlink',
+                                        daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stopping.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def _run(self):
+        while not self._stopping.is_set():
+            try:
+                data = self._sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self.on_overflow()
+                    continue
+                if self._stopping.is_set():
+                    return
+                raise
+            names = set()
+            offset = 0
+            while offset + 16 <= len(data):
+                length, kind, _, _, _ = _HDR.unpack_from(data, offset)
+                if length < 16:
+                    break
+                if kind in (_RTM_NEWLINK, _RTM_DELLINK):
+                    name = _link_name(data, offset, offset + length)
+                    if name:
+                        names.add(name)
+                offset += (length + 3) & ~3
+            if names:
+                try:
+                    self.on_names(names)
+                except Exception:
+                    # A bad callback must not stop the monitor.
+                    LOG.exception('Link event callback failed')

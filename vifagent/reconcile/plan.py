@@ -313,3 +313,36 @@ def plan_unplug(port_ids, observed):
             else:
                 plan.deletes.append(name)
     return plan
+
+
+def find_orphans(observed, bound_ids, host, tombstones=()):
+    """Pick what garbage collection may remove, and what it must not.
+
+    Returns ``(orphans, foreign)``: port ids whose remains unplug may
+    remove, and device names to report and leave alone.
+
+    A port is an orphan when it is not bound and either its OVS port
+    carries this agent's owner marker (``vifagent-owner`` = ``host``) or
+    the store holds its tombstone (an unbind whose removal was not
+    confirmed). Marked Linux devices of any other unbound port may belong
+    to another agent on this host; they are reported, never removed. So is
+    every unmarked device named like ours that no bound port explains.
+    """
+    bound = set(bound_ids)
+    bound_keys = {pid[:binding_mod.NIC_NAME_LEN - 3] for pid in bound}
+    orphans = {pid for pid in tombstones if pid not in bound}
+    for port in observed.ovs_ports.values():
+        pid = port.external_ids.get('iface-id')
+        if (port.external_ids.get(state.OWNER_KEY) == host and pid and
+                pid not in bound):
+            orphans.add(pid)
+    orphan_keys = {pid[:binding_mod.NIC_NAME_LEN - 3] for pid in orphans}
+    foreign = []
+    for name, link in sorted(observed.links.items()):
+        if not name.startswith(binding_mod.OWNED_PREFIXES):
+            continue
+        key = name[3:]
+        if key in bound_keys or key in orphan_keys:
+            continue
+        foreign.append(name)
+    return sorted(orphans), foreign
