@@ -58,9 +58,10 @@ def script(name):
 class AgentFixture(fixtures.Fixture):
     """Writes a config, starts vifagent-agent, waits until it answers."""
 
-    def __init__(self, report_interval=30):
+    def __init__(self, report_interval=30, **agent_options):
         super().__init__()
         self.report_interval = report_interval
+        self.agent_options = agent_options
 
     def _setUp(self):
         ensure_rabbitmq()
@@ -71,17 +72,21 @@ class AgentFixture(fixtures.Fixture):
         self.report_topic = 'vifagent-reports-' + suffix
         self.bridge = 'br-' + suffix
         self.config = os.path.join(self.dir, 'vifagent.conf')
+        agent = dict(rpc_topic=self.topic, report_topic=self.report_topic,
+                     state_path=os.path.join(self.dir, 'state'),
+                     report_interval=self.report_interval)
+        agent.update(self.agent_options)
+        sections = {
+            'DEFAULT': dict(host=self.host, transport_url=TRANSPORT_URL,
+                            log_file=os.path.join(self.dir, 'agent.log')),
+            'agent': agent,
+            'ovs': dict(integration_bridge=self.bridge,
+                        datapath_type='netdev'),
+        }
         with open(self.config, 'w') as f:
-            f.write('[DEFAULT]\nhost = %s\ntransport_url = %s\n'
-                    'log_file = %s\n'
-                    '[agent]\nrpc_topic = %s\nreport_topic = %s\n'
-                    'state_path = %s\nreport_interval = %d\n'
-                    '[ovs]\nintegration_bridge = %s\n'
-                    'datapath_type = netdev\n' % (
-                        self.host, TRANSPORT_URL,
-                        os.path.join(self.dir, 'agent.log'), self.topic,
-                        self.report_topic, os.path.join(self.dir, 'state'),
-                        self.report_interval, self.bridge))
+            for section, options in sections.items():
+                f.write('[%s]\n' % section)
+                f.writelines('%s = %s\n' % kv for kv in options.items())
         self.addCleanup(base.run, ['ovs-vsctl', '--if-exists', 'del-br',
                                    self.bridge], False)
         self.transport = rpc.get_transport(cfg.CONF, url=TRANSPORT_URL)

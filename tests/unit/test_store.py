@@ -141,3 +141,26 @@ class TestStore(base.BaseTestCase):
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         self.assertEqual(b, self.open().get(b.port_id))
+
+    def test_unbind_leaves_a_tombstone_until_forgotten(self):
+        b = make()
+        self.store.put(b)
+        self.assertEqual(b, self.store.delete(b.port_id))
+        self.assertEqual([b.port_id], self.store.unbinding())
+        self.assertEqual([b.port_id], self.open().unbinding())
+        self.store.forget([b.port_id])
+        self.assertEqual([], self.store.unbinding())
+
+    def test_binding_again_clears_the_tombstone(self):
+        b = make()
+        self.store.put(b)
+        self.store.delete(b.port_id)
+        self.store.put(b)
+        self.assertEqual([], self.store.unbinding())
+
+    def test_sync_removal_leaves_tombstones(self):
+        a, b = make(), make()
+        self.store.put_many([a, b])
+        _, removed = self.store.replace_all([b])
+        self.assertEqual([a], removed)
+        self.assertEqual([a.port_id], self.store.unbinding())

@@ -465,3 +465,54 @@ class TestPlanProperties(base.BaseTestCase):
         for name, link in after.links.items():
             if name in owners:
                 self.assertFalse(link.owned_by(owners[name]), name)
+
+
+class TestFindOrphans(base.BaseTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.bound = state.DesiredPort.for_binding(make_binding(), vlan=1)
+        self.gone = state.DesiredPort.for_binding(make_binding(), vlan=2)
+        self.other = state.DesiredPort.for_binding(make_binding(), vlan=3)
+        self.obs = healthy(self.bound)
+        for port, owner in ((self.gone, OWNER), (self.other, 'compute-2')):
+            extra = healthy(port)
+            for name, link in extra.links.items():
+                self.obs.links[name] = dataclasses.replace(
+                    link, index=link.index + 100)
+            for name, ovs in extra.ovs_ports.items():
+                ext = dict(ovs.external_ids)
+                ext[state.OWNER_KEY] = owner
+                self.obs.ovs_ports[name] = dataclasses.replace(
+                    ovs, external_ids=ext)
+
+    def test_only_our_owner_marker_makes_an_orphan(self):
+        orphans, foreign = plan_mod.find_orphans(
+            self.obs, [self.bound.port_id], OWNER)
+        self.assertEqual([self.gone.port_id], orphans)
+        # Another agent's marked devices are reported, not collected.
+        o = self.other.devices
+        self.assertEqual(sorted([o.qbr, o.qvb, o.qvo]), foreign)
+
+    def test_tombstones_are_orphans(self):
+        orphans, _ = plan_mod.find_orphans(
+            self.obs, [self.bound.port_id], 'compute-9',
+            tombstones=[self.other.port_id])
+        self.assertEqual([self.other.port_id], orphans)
+
+    def test_bound_ports_are_never_orphans_or_foreign(self):
+        orphans, foreign = plan_mod.find_orphans(
+            self.obs, [self.bound.port_id, self.gone.port_id], OWNER,
+            tombstones=[self.bound.port_id])
+        self.assertEqual([], orphans)
+        for name in (self.bound.devices.qbr, self.gone.devices.qbr):
+            self.assertNotIn(name, foreign)
+
+    def test_unmarked_decoy_is_foreign(self):
+        decoy = 'qbr' + str(uuid.uuid4())[:11]
+        self.obs.links[decoy] = state.Link(name=decoy, index=999,
+                                           kind='bridge')
+        self.obs.links['vnet7'] = state.Link(name='vnet7', index=998)
+        _, foreign = plan_mod.find_orphans(self.obs, [], OWNER)
+        self.assertIn(decoy, foreign)
+        self.assertNotIn('vnet7', foreign)
