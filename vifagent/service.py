@@ -66,6 +66,8 @@ class Agent:
         self._keys = {}
         self._orphans_seen = {}
         self._foreign_reported = set()
+        # port_id -> (status, reason) last sent to the controller
+        self._reported = {}
 
     # -- life cycle ---------------------------------------------------------
     def start(self):
@@ -73,6 +75,7 @@ class Agent:
         privileged.configure(conf)
         self.store = store_mod.Store(conf.agent.state_path,
                                      conf.agent.default_mtu)
+        self._reported = self.store.reported()
         self.engine = apply.Engine.from_conf(conf)
         self._transport = rpc.get_transport(conf)
         self.reporter = reporter_mod.Reporter(self._transport, conf)
@@ -213,14 +216,19 @@ class Agent:
         changes = []
         for b in bindings:
             result = results[b.port_id]
-            previous = self._results.get(b.port_id)
             self._results[b.port_id] = (b, result)
-            if previous is None or previous[1].status != result.status or \
-                    previous[1].reason != result.reason:
+            reported = (result.status, result.reason)
+            if self._reported.get(b.port_id) != reported:
+                self._reported[b.port_id] = reported
                 changes.append({'port_id': b.port_id,
                                 'status': result.status,
                                 'reason': result.reason})
-        self.reporter.port_status(changes)
+        if changes:
+            # What was reported is remembered across restarts, so a restart
+            # of a healthy host reports nothing: no flaps, no storm.
+            self.store.set_reported(
+                {c['port_id']: (c['status'], c['reason']) for c in changes})
+            self.reporter.port_status(changes)
         return results
 
     def _unplug(self, port_ids):
@@ -228,6 +236,7 @@ class Agent:
         results = self.engine.unplug(port_ids)
         for pid in port_ids:
             self._results.pop(pid, None)
+            self._reported.pop(pid, None)
             self._keys.pop(pid[:binding_mod.NIC_NAME_LEN - 3], None)
         clean = [pid for pid, r in results.items() if r.status is None]
         for result in results.values():
@@ -346,6 +355,7 @@ class Agent:
                 'ports': len(self._results),
                 'ports_by_status': {s: counts.get(s, 0)
                                     for s in state.STATUSES},
+                'started_at': self.started_at,
                 'uptime': round(time.time() - self.started_at, 1),
                 'counters': dataclasses.asdict(self.engine.counters),
                 'reconcile': self.reconciler.stats.to_dict(),

@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS bindings (
 );
 CREATE INDEX IF NOT EXISTS bindings_network ON bindings (network_id);
 CREATE INDEX IF NOT EXISTS bindings_name_key ON bindings (name_key);
+CREATE TABLE IF NOT EXISTS reported (
+    port_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    reason TEXT
+);
 CREATE TABLE IF NOT EXISTS unbinding (
     port_id TEXT PRIMARY KEY,
     data TEXT NOT NULL
@@ -207,8 +212,26 @@ class Store:
                          (port_id,))
         self._db.execute('INSERT OR REPLACE INTO unbinding (port_id, data) '
                          'VALUES (?, ?)', (port_id, row[0]))
+        self._db.execute('DELETE FROM reported WHERE port_id = ?',
+                         (port_id,))
         self._release_if_unused(old.network_id)
         return old
+
+    def reported(self):
+        """``{port_id: (status, reason)}`` last reported to the controller."""
+        with self._lock:
+            return {pid: (status, reason) for pid, status, reason in
+                    self._db.execute('SELECT port_id, status, reason '
+                                     'FROM reported')}
+
+    def set_reported(self, statuses):
+        """Remember ``{port_id: (status, reason)}`` as reported."""
+        with self._lock, self._transaction():
+            self._db.executemany(
+                'INSERT OR REPLACE INTO reported (port_id, status, reason) '
+                'VALUES (?, ?, ?)',
+                [(pid, status, reason)
+                 for pid, (status, reason) in statuses.items()])
 
     def unbinding(self):
         """Port ids whose removal from the host is not confirmed yet."""

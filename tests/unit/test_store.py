@@ -164,3 +164,12 @@ class TestStore(base.BaseTestCase):
         _, removed = self.store.replace_all([b])
         self.assertEqual([a], removed)
         self.assertEqual([a.port_id], self.store.unbinding())
+
+    def test_reported_statuses_survive_and_go_with_the_binding(self):
+        b = make()
+        self.store.put(b)
+        self.store.set_reported({b.port_id: ('ERROR', 'boom')})
+        self.assertEqual({b.port_id: ('ERROR', 'boom')},
+                         self.open().reported())
+        self.store.delete(b.port_id)
+        self.assertEqual({}, self.store.reported())

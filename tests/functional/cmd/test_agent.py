@@ -253,6 +253,34 @@ class TestWatch(AgentTestCase):
                          for s in message['data']]
 
 
+class TestRestartReportsNothing(AgentTestCase):
+
+    report_interval = 1
+
+    def test_no_status_casts_when_a_healthy_host_restarts(self):
+        self.bind()
+        watch = subprocess.Popen(
+            [agent_fixture.script('vifagent-ctl'), '--config-file',
+             self.agent.config, '--format', 'json', 'watch',
+             '--duration', '60'], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(watch.kill)
+        messages = [json.loads(watch.stdout.readline())]
+        while messages[-1]['type'] != 'report_state':
+            messages.append(json.loads(watch.stdout.readline()))
+        self.assertEqual(0, self.agent.terminate())
+        restarted = time.time()
+        self.agent.start()
+        beats = 0
+        while beats < 2:
+            message = json.loads(watch.stdout.readline())
+            messages.append(message)
+            if message['type'] == 'report_state' and \
+                    message['data']['started_at'] > restarted:
+                beats += 1
+        self.assertEqual([], [m for m in messages
+                              if m['type'] == 'port_status'])
+
+
 class TestRestart(AgentTestCase):
 
     def test_kill_9_after_reply_loses_nothing(self):
