@@ -15,7 +15,8 @@ VENV=${VIFAGENT_VENV:-$TOP/.venv}
 CONF=$DEMO/vifagent.conf
 PIDFILE=$DEMO/agent.pid
 NET=de000000-0000-4000-8000-000000000001
-PORTS=(d1e40001-0000-4000-8000-0000000000a1 d2e40002-0000-4000-8000-0000000000a2)
+PORTS=(d1e40001-0000-4000-8000-0000000000a1
+    d2e40002-0000-4000-8000-0000000000a2)
 MACS=(fa:16:3e:de:00:01 fa:16:3e:de:00:02)
 ADDRS=(10.0.0.1/24 10.0.0.2/24)
 VMS=(vifagent-demo-vm1 vifagent-demo-vm2)
@@ -34,11 +35,16 @@ stop_demo() {
             ctl unbind "$port" >/dev/null 2>&1 || true
         done
         kill "$(cat "$PIDFILE")"
-        for _ in $(seq 1 50); do agent_running || break; sleep 0.2; done
+        for _ in $(seq 1 50); do
+            agent_running || break
+            sleep 0.2
+        done
         echo "agent stopped"
     fi
     rm -f "$PIDFILE"
-    for vm in "${VMS[@]}"; do ip netns del "$vm" 2>/dev/null || true; done
+    for vm in "${VMS[@]}"; do
+        ip netns del "$vm" 2>/dev/null || true
+    done
     echo "demo namespaces removed; Open vSwitch and RabbitMQ left running"
 }
 

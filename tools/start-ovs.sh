@@ -47,7 +47,8 @@ fi
 # Wait until vswitchd has taken the database's configuration.
 for _ in $(seq 1 50); do
     if ovs-vsctl --timeout=2 show >/dev/null 2>&1 && \
-            ovs-appctl -t "$RUNDIR/ovs-vswitchd.ctl" version >/dev/null 2>&1; then
+            ovs-appctl -t "$RUNDIR/ovs-vswitchd.ctl" version \
+            >/dev/null 2>&1; then
         echo "Open vSwitch is running"
         exit 0
     fi
