@@ -28,6 +28,7 @@ from oslo_log import log as logging
 from vifagent import binding as binding_mod
 from vifagent.dataplane import rtnl
 from vifagent import exception
+from vifagent import metrics
 from vifagent import privileged
 from vifagent.reconcile import apply
 from vifagent.reconcile import plan as plan_mod
@@ -68,6 +69,8 @@ class Agent:
         self._foreign_reported = set()
         # port_id -> (status, reason) last sent to the controller
         self._reported = {}
+        self._metrics = None
+        self._serving = False
 
     # -- life cycle ---------------------------------------------------------
     def start(self):
@@ -96,6 +99,11 @@ class Agent:
         self.reconciler.start()
         self._server = server_mod.get_server(self._transport, self, conf)
         self._server.start()
+        self._serving = True
+        if conf.metrics.enabled:
+            self._metrics = metrics.MetricsServer(
+                self, conf.metrics.bind_host, conf.metrics.bind_port)
+            self._metrics.start()
         self._heartbeat = threading.Thread(target=self._beat,
                                            name='heartbeat', daemon=True)
         self._heartbeat.start()
@@ -105,6 +113,9 @@ class Agent:
     def stop(self):
         """Stop serving; every chain stays as it is."""
         self._stopping.set()
+        self._serving = False
+        if self._metrics is not None:
+            self._metrics.stop()
         if self._server is not None:
             self._server.stop()
             self._server.wait()
@@ -122,6 +133,21 @@ class Agent:
         if self._transport is not None:
             self._transport.cleanup()
         LOG.info('vifagent stopped; chains left in place')
+
+    # -- health ---------------------------------------------------------------
+    def dependencies(self):
+        """Whether each connection the agent needs is up."""
+        return {'rpc': self._serving,
+                'ovsdb': self.engine.ovs.connected()}
+
+    def health(self):
+        """Reasons the agent is unhealthy; empty when it is healthy."""
+        problems = ['%s is not connected' % name
+                    for name, up in sorted(self.dependencies().items())
+                    if not up]
+        if self.reconciler.stats.last_full_pass_ok is False:
+            problems.append('the last full reconcile pass failed')
+        return problems
 
     # -- events ---------------------------------------------------------------
     def _port_of(self, name):
@@ -264,6 +290,10 @@ class Agent:
 
     # -- API ------------------------------------------------------------------
     def bind_port(self, data):
+        with metrics.BIND_LATENCY.time():
+            return self._bind_port(data)
+
+    def _bind_port(self, data):
         b = self._binding(data)
         with self._lock:
             self.store.put(b)
@@ -359,4 +389,6 @@ class Agent:
                 'uptime': round(time.time() - self.started_at, 1),
                 'counters': dataclasses.asdict(self.engine.counters),
                 'reconcile': self.reconciler.stats.to_dict(),
+                'metrics': ('http://%s:%d/' % self._metrics.address
+                            if self._metrics else None),
             }

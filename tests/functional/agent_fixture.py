@@ -58,10 +58,11 @@ def script(name):
 class AgentFixture(fixtures.Fixture):
     """Writes a config, starts vifagent-agent, waits until it answers."""
 
-    def __init__(self, report_interval=30, **agent_options):
+    def __init__(self, report_interval=30, sections=None, **agent_options):
         super().__init__()
         self.report_interval = report_interval
         self.agent_options = agent_options
+        self.sections = sections or {}
 
     def _setUp(self):
         ensure_rabbitmq()
@@ -83,6 +84,8 @@ class AgentFixture(fixtures.Fixture):
             'ovs': dict(integration_bridge=self.bridge,
                         datapath_type='netdev'),
         }
+        for section, options in self.sections.items():
+            sections.setdefault(section, {}).update(options)
         with open(self.config, 'w') as f:
             for section, options in sections.items():
                 f.write('[%s]\n' % section)

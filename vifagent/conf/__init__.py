@@ -16,11 +16,12 @@ from oslo_config import cfg
 
 from vifagent.conf import agent
 from vifagent.conf import default
+from vifagent.conf import metrics
 from vifagent.conf import ovs
 
 CONF = cfg.CONF
 
-_MODULES = (default, agent, ovs)
+_MODULES = (default, agent, ovs, metrics)
 
 
 def register_opts(conf):

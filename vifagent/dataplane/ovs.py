@@ -207,6 +207,11 @@ class OvsDataplane:
         if listener in _Idl.listeners:
             _Idl.listeners.remove(listener)
 
+    def connected(self):
+        """True while the IDL's session with ovsdb-server is up."""
+        with self._conn.lock:
+            return self._conn.idl._session.is_connected()
+
     def bridge_exists(self):
         with self._conn.lock:
             return any(b.name == self.bridge for b in
