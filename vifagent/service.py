@@ -79,7 +79,9 @@ class Agent:
         self.store = store_mod.Store(conf.agent.state_path,
                                      conf.agent.default_mtu)
         self._reported = self.store.reported()
-        self.engine = apply.Engine.from_conf(conf)
+        # The integration bridge is the full pass's job: a slow or absent
+        # OVSDB then fails a pass, which is retried, not the whole start.
+        self.engine = apply.Engine.from_conf(conf, ensure_bridge=False)
         self._transport = rpc.get_transport(conf)
         self.reporter = reporter_mod.Reporter(self._transport, conf)
         self.started_at = time.time()

@@ -186,11 +186,12 @@ class OvsDataplane:
         self.api = None
         self._conn = None
 
-    def start(self):
+    def start(self, ensure_bridge=True):
         """Connect (or join the process's connection); ensure the bridge."""
         self.api = _Api.attach(self.connection_string, self.timeout)
         self._conn = self.api.ovsdb_connection
-        self.ensure_bridge()
+        if ensure_bridge:
+            self.ensure_bridge()
 
     def stop(self):
         if self.api is not None:
@@ -223,9 +224,13 @@ class OvsDataplane:
             return False
         LOG.info('Creating integration bridge %s (datapath %s)',
                  self.bridge, self.datapath_type)
-        self.api.add_br(self.bridge, may_exist=True,
-                        datapath_type=self.datapath_type).execute(
-                            check_error=True)
+        try:
+            self.api.add_br(self.bridge, may_exist=True,
+                            datapath_type=self.datapath_type).execute(
+                                check_error=True)
+        except Exception as e:
+            raise exception.OvsdbError(
+                reason='cannot create bridge %s: %s' % (self.bridge, e))
         return True
 
     def observe(self, names=None):

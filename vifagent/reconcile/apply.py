@@ -72,7 +72,7 @@ class Engine:
         self.counters = Counters()
 
     @classmethod
-    def from_conf(cls, conf):
+    def from_conf(cls, conf, ensure_bridge=True):
         """Connect to netlink and OVSDB as configured; ensure br-int."""
         # Imported here so the planner and tests of it need neither.
         from vifagent.dataplane import linux
@@ -81,7 +81,7 @@ class Engine:
                                   conf.ovs.integration_bridge,
                                   timeout=conf.ovs.ovsdb_timeout,
                                   datapath_type=conf.ovs.datapath_type)
-        ovs_dp.start()
+        ovs_dp.start(ensure_bridge)
         return cls(linux.LinuxDataplane(), ovs_dp, conf.host)
 
     def stop(self):

@@ -34,6 +34,7 @@ LOG = logging.getLogger(__name__)
 # first one so one pass handles the whole burst.
 _COALESCE = 0.02
 _RETRY_BASE = 0.5
+_FAILED_PASS_RETRY = 5.0
 
 
 class Stats:
@@ -177,7 +178,11 @@ class Reconciler:
             time.monotonic() - started, 4)
         self.stats.last_full_pass_at = time.time()
         self.stats.last_full_pass_ok = ok
-        self._next_full = time.monotonic() + self._jittered()
+        # A failed pass (OVSDB away, say) is tried again soon, not after a
+        # whole interval.
+        self._next_full = time.monotonic() + (
+            self._jittered() if ok else min(_FAILED_PASS_RETRY,
+                                            self.interval))
         return results
 
     def _run(self):

@@ -145,3 +145,12 @@ class TestReconciler(base.BaseTestCase):
         self.wait_for(lambda: calls)
         r.mark(['b'])
         self.wait_for(lambda: len(calls) == 2)
+
+    def test_a_failed_full_pass_is_retried_soon(self):
+        def failing():
+            raise RuntimeError('OVSDB away')
+
+        r = worker.Reconciler(Recorder().reconcile, failing, 3600)
+        r.run_full_pass()
+        self.assertFalse(r.stats.last_full_pass_ok)
+        self.assertLessEqual(r._next_full - time.monotonic(), 5.0)
