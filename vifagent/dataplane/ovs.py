@@ -40,7 +40,8 @@ _COLUMNS = {
     'Open_vSwitch': ['bridges', 'cur_cfg', 'next_cfg'],
     'Bridge': ['name', 'ports', 'datapath_type'],
     'Port': ['name', 'interfaces', 'tag', 'other_config', 'external_ids'],
-    'Interface': ['name', 'type', 'external_ids', 'ofport', 'error'],
+    'Interface': ['name', 'type', 'external_ids', 'ofport', 'error',
+                  'ifindex'],
 }
 
 
@@ -266,7 +267,8 @@ class OvsDataplane:
                     other_config=dict(port.other_config),
                     external_ids=dict(iface.external_ids) if iface else {},
                     ofport=_optional(iface.ofport) if iface else None,
-                    error=_optional(iface.error) if iface else None)
+                    error=_optional(iface.error) if iface else None,
+                    ifindex=_optional(iface.ifindex) if iface else None)
         return result
 
     def _bridge_of(self, port):

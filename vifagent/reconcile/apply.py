@@ -150,8 +150,16 @@ class Engine:
             updates.append(spec)
         if not (adds or updates or plan.ovs_deletes):
             return
+        deletes = plan.ovs_deletes
+        readds = set(deletes) & {spec['name'] for spec in adds}
         try:
-            self.ovs.apply(adds, updates, plan.ovs_deletes)
+            if readds:
+                # Deleted and added again in one transaction, a port would
+                # look unchanged to ovs-vswitchd: remove it first.
+                self.ovs.apply([], [], sorted(readds))
+                self.counters.ovsdb_transactions += 1
+                deletes = [name for name in deletes if name not in readds]
+            self.ovs.apply(adds, updates, deletes)
             self.counters.ovsdb_transactions += 1
         except exception.OvsdbError as e:
             LOG.error('OVSDB transaction failed: %s', e)

@@ -87,6 +87,7 @@ class _PortPlanner:
         self.mtu = port.binding.mtu
         self.ops = []
         self.repairs = []
+        self.veth_created = False
 
     def _repair(self, kind):
         self.repairs.append(kind)
@@ -166,6 +167,7 @@ class _PortPlanner:
             if qvo is not None and (qvb is None or qvb.peer != qvo.index):
                 self.plan.deletes.append(qvo_name)
             self.ops.append(['create_veth', qvb_name, qvo_name, self.mtu])
+            self.veth_created = True
             self._repair('veth_missing' if qvb is None and qvo is None
                          else 'veth_broken')
             qvb = qvo = None
@@ -252,6 +254,21 @@ class _PortPlanner:
             self.plan.ovs_adds.append({
                 'port_id': self.pid, 'name': name, 'tag': tag,
                 'external_ids': ext_ids, 'other_config': other})
+            return
+        qvo = self.links.get(name)
+        stale = (port.ifindex and qvo is not None and
+                 port.ifindex != qvo.index)
+        if self.veth_created or stale:
+            # NOTE: ovs-vswitchd's userspace datapath keeps a port's old
+            # device open when the device is re-created under the same
+            # Port row: same ofport, no error, and nothing forwarded. Only
+            # removing the port and adding it again makes it open the new
+            # device (apply does that in two transactions).
+            self.plan.ovs_deletes.append(name)
+            self.plan.ovs_adds.append({
+                'port_id': self.pid, 'name': name, 'tag': tag,
+                'external_ids': ext_ids, 'other_config': other})
+            self._repair('ovs_readd')
             return
         update = {}
         if port.tag != tag:

@@ -75,6 +75,8 @@ class OvsPort:
     external_ids: dict = dataclasses.field(default_factory=dict)
     ofport: int = None
     error: str = None
+    #: the ifindex ovs-vswitchd opened the port's device at
+    ifindex: int = None
 
     @property
     def marked(self):

@@ -276,6 +276,27 @@ class TestTraffic(base.FunctionalTestCase):
                   '-i', '0.2', '-W', '5', '10.99.0.2'])
         self._tcp(a, b, '10.99.0.2')
 
+    def test_traffic_after_veth_recreated(self):
+        # On the userspace datapath a veth re-created under a surviving OVS
+        # Port row keeps its ofport but never forwards again: the repair
+        # must re-add the port, and only traffic proves it did.
+        network = str(uuid.uuid4())
+        a = self.make_port(network_id=network, vlan=45)
+        b = self.make_port(network_id=network, vlan=45)
+        self.assertStatus(state.ACTIVE, self.plug(a, b))
+        self._address(a, '10.96.0.1/24')
+        self._address(b, '10.96.0.2/24')
+        ping = ['ip', 'netns', 'exec', a.binding.netns, 'ping', '-c', '2',
+                '-i', '0.2', '-W', '3', '10.96.0.2']
+        base.run(ping)
+        for device in (a.devices.qvo, a.devices.qvb):
+            with self.subTest(deleted=device):
+                base.run(['ip', 'link', 'del', device])
+                result = self.plug(a)[a.port_id]
+                self.assertEqual(state.ACTIVE, result.status, result.reason)
+                self.assertIn('ovs_readd', result.repairs)
+                base.run(ping)
+
     def test_different_vlans_are_isolated(self):
         a = self.make_port(vlan=43)
         b = self.make_port(vlan=44)

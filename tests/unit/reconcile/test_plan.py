@@ -145,14 +145,21 @@ class TestPlanPlug(base.BaseTestCase):
         self.assertEqual([self.names.qvb], plan.deletes)
         self.assertIn(['create_veth', self.names.qvb, self.names.qvo, 1450],
                       plan.link_ops[self.port.port_id])
-        self.assertEqual(['veth_broken'], plan.repairs[self.port.port_id])
+        self.assertEqual(['veth_broken', 'ovs_readd'],
+                         plan.repairs[self.port.port_id])
+        # The OVS port is removed and added again, or the userspace
+        # datapath keeps the old device open.
+        self.assertEqual([self.names.qvo], plan.ovs_deletes)
+        self.assertEqual([self.names.qvo],
+                         [a['name'] for a in plan.ovs_adds])
 
     def test_pair_missing(self):
         del self.obs.links[self.names.qvo]
         del self.obs.links[self.names.qvb]
         plan = plug([self.port], self.obs)
         self.assertEqual([], plan.deletes)
-        self.assertEqual(['veth_missing'], plan.repairs[self.port.port_id])
+        self.assertEqual(['veth_missing', 'ovs_readd'],
+                         plan.repairs[self.port.port_id])
 
     def test_device_down(self):
         for name in (self.names.qbr, self.names.qvb, self.names.qvo,
@@ -220,6 +227,15 @@ class TestPlanPlug(base.BaseTestCase):
         self.assertEqual({}, plan.link_ops)
         self.assertEqual([self.names.qvo],
                          [a['name'] for a in plan.ovs_adds])
+
+    def test_ovs_port_holding_a_stale_device_is_readded(self):
+        self.change_ovs(ifindex=99)
+        plan = plug([self.port], self.obs)
+        self.assertEqual({}, plan.link_ops)
+        self.assertEqual([self.names.qvo], plan.ovs_deletes)
+        self.assertEqual(['ovs_readd'], plan.repairs[self.port.port_id])
+        self.change_ovs(ifindex=3)  # the qvo's own ifindex
+        self.assertTrue(plug([self.port], self.obs).empty())
 
     def test_ovs_port_on_other_bridge(self):
         self.change_ovs(bridge='br-other')
