@@ -60,10 +60,26 @@ class DeviceNames:
     qvb: str
     qvo: str
 
+    def all(self):
+        """Every name of the chain: qbr, qvb, qvo, tap."""
+        return (self.qbr, self.qvb, self.qvo, self.tap)
+
 
 def device_name(prefix, port_id):
     """Return ``(prefix + port_id)[:14]``, the nova/os-vif naming rule."""
     return (prefix + port_id)[:NIC_NAME_LEN]
+
+
+def name_key(port_id):
+    """The first eleven characters of a port id: what its names carry."""
+    return port_id[:NIC_NAME_LEN - 3]
+
+
+def device_key(name):
+    """The name key of a device named like ours, else None."""
+    if name and name.startswith(OWNED_PREFIXES):
+        return name[3:]
+    return None
 
 
 def device_names(port_id):

@@ -153,9 +153,8 @@ class Agent:
 
     # -- events ---------------------------------------------------------------
     def _port_of(self, name):
-        if name and name.startswith(binding_mod.OWNED_PREFIXES):
-            return self._keys.get(name[3:])
-        return None
+        key = binding_mod.device_key(name)
+        return self._keys.get(key) if key else None
 
     def _on_link_names(self, names):
         self.reconciler.mark(
@@ -239,7 +238,7 @@ class Agent:
                                                tap=self._tap(b))
                  for b in bindings]
         for b in bindings:
-            self._keys[b.port_id[:binding_mod.NIC_NAME_LEN - 3]] = b.port_id
+            self._keys[binding_mod.name_key(b.port_id)] = b.port_id
         results = self.engine.plug(ports)
         changes = []
         for b in bindings:
@@ -265,7 +264,7 @@ class Agent:
         for pid in port_ids:
             self._results.pop(pid, None)
             self._reported.pop(pid, None)
-            self._keys.pop(pid[:binding_mod.NIC_NAME_LEN - 3], None)
+            self._keys.pop(binding_mod.name_key(pid), None)
         clean = [pid for pid, r in results.items() if r.status is None]
         for result in results.values():
             if result.status is not None:

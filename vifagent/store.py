@@ -65,14 +65,6 @@ CREATE TABLE IF NOT EXISTS vlans (
 """
 
 
-def _name_key(port_id):
-    """The part of a port id its device names are made of.
-
-    Every prefix is three characters, so names keep the first eleven.
-    """
-    return port_id[:binding_mod.NIC_NAME_LEN - 3]
-
-
 class Store:
     """Bindings and VLAN allocations of one agent."""
 
@@ -174,7 +166,7 @@ class Store:
                 return UNCHANGED, self._vlan(binding.network_id)
         clash = db.execute(
             'SELECT port_id FROM bindings WHERE name_key = ? '
-            'AND port_id != ?', (_name_key(binding.port_id),
+            'AND port_id != ?', (binding_mod.name_key(binding.port_id),
                                  binding.port_id)).fetchone()
         if clash:
             raise exception.InvalidBinding(
@@ -187,7 +179,7 @@ class Store:
             'data) VALUES (?, ?, ?, ?, ?) ON CONFLICT (port_id) DO UPDATE '
             'SET network_id = excluded.network_id, '
             'revision = excluded.revision, data = excluded.data',
-            (binding.port_id, _name_key(binding.port_id),
+            (binding.port_id, binding_mod.name_key(binding.port_id),
              binding.network_id, binding.revision,
              json.dumps(binding.to_dict(), sort_keys=True)))
         if row is not None:

@@ -219,9 +219,7 @@ class Engine:
         port_ids = list(port_ids)
         names = set()
         for pid in port_ids:
-            devices = binding_mod.device_names(pid)
-            names.update((devices.qbr, devices.qvb, devices.qvo,
-                          devices.tap))
+            names.update(binding_mod.device_names(pid).all())
         observed = self.observe(names)
         plan = plan_mod.plan_unplug(port_ids, observed)
         # Take the ports off the switch before their devices go. Failures
@@ -245,16 +243,12 @@ class Engine:
         results = {}
         for pid in port_ids:
             devices = binding_mod.device_names(pid)
-            mine = [n for n in (devices.qbr, devices.qvb, devices.qvo,
-                                devices.tap)
+            mine = [n for n in devices.all()
                     if n in left.links and left.links[n].owned_by(pid)]
             port = left.ovs_ports.get(devices.qvo)
-            if port is not None and port.marked and \
-                    port.external_ids.get('iface-id') == pid:
+            if port is not None and port.owned_by(pid):
                 mine.append('ovs:%s' % devices.qvo)
-            foreign = [n for n in plan.foreign
-                       if n in (devices.qbr, devices.qvb, devices.qvo,
-                                devices.tap)]
+            foreign = [n for n in plan.foreign if n in devices.all()]
             results[pid] = PortResult(
                 port_id=pid,
                 status=state.ERROR if mine else None,

@@ -311,8 +311,7 @@ def plan_unplug(port_ids, observed):
         names = binding_mod.device_names(pid)
         port = observed.ovs_ports.get(names.qvo)
         if port is not None:
-            if (port.marked and
-                    port.external_ids.get('iface-id') == pid):
+            if port.owned_by(pid):
                 plan.ovs_deletes.append(names.qvo)
             else:
                 plan.foreign.append(names.qvo)
@@ -346,20 +345,16 @@ def find_orphans(observed, bound_ids, host, tombstones=()):
     every unmarked device named like ours that no bound port explains.
     """
     bound = set(bound_ids)
-    bound_keys = {pid[:binding_mod.NIC_NAME_LEN - 3] for pid in bound}
+    bound_keys = {binding_mod.name_key(pid) for pid in bound}
     orphans = {pid for pid in tombstones if pid not in bound}
     for port in observed.ovs_ports.values():
         pid = port.external_ids.get('iface-id')
         if (port.external_ids.get(state.OWNER_KEY) == host and pid and
                 pid not in bound):
             orphans.add(pid)
-    orphan_keys = {pid[:binding_mod.NIC_NAME_LEN - 3] for pid in orphans}
-    foreign = []
-    for name, link in sorted(observed.links.items()):
-        if not name.startswith(binding_mod.OWNED_PREFIXES):
-            continue
-        key = name[3:]
-        if key in bound_keys or key in orphan_keys:
-            continue
-        foreign.append(name)
+    # Names that are not ours (None) or that a port explains are skipped.
+    explained = bound_keys | {binding_mod.name_key(pid) for pid in orphans}
+    explained.add(None)
+    foreign = [name for name in sorted(observed.links)
+               if binding_mod.device_key(name) not in explained]
     return sorted(orphans), foreign

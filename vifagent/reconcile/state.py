@@ -82,6 +82,10 @@ class OvsPort:
     def marked(self):
         return OWNER_KEY in self.external_ids
 
+    def owned_by(self, port_id):
+        """Marked by vifagent, for this very port."""
+        return self.marked and self.external_ids.get('iface-id') == port_id
+
 
 @dataclasses.dataclass
 class Observed:
