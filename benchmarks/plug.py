@@ -289,6 +289,20 @@ def leftover_problems(ports, links, ovs_ports):
     return problems
 
 
+def wait_for(ipr, switch, find_problems, ports, what):
+    """Poll links and OVS ports until ``find_problems`` finds none."""
+    deadline = time.monotonic() + CHECK_TIMEOUT
+    while True:
+        links = {msg.get('IFLA_IFNAME'): msg for msg in ipr.link('dump')}
+        problems = find_problems(ports, links, switch.ports())
+        if not problems:
+            return
+        if time.monotonic() > deadline:
+            raise BenchmarkError('%s: %d problems; first: %s' % (
+                what, len(problems), '; '.join(problems[:3])))
+        time.sleep(0.05)
+
+
 def expect_status(results, ports, want, what):
     """Abort unless every port's engine result has status ``want``."""
     bad = []
@@ -572,17 +586,7 @@ class Benchmark:
         return state.DesiredPort.for_binding(b, vlan=VLAN)
 
     def _wait_for(self, find_problems, ports, what):
-        deadline = time.monotonic() + CHECK_TIMEOUT
-        while True:
-            links = {msg.get('IFLA_IFNAME'): msg
-                     for msg in self.ipr.link('dump')}
-            problems = find_problems(ports, links, self.switch.ports())
-            if not problems:
-                return
-            if time.monotonic() > deadline:
-                raise BenchmarkError('%s: %d problems; first: %s' % (
-                    what, len(problems), '; '.join(problems[:3])))
-            time.sleep(0.05)
+        wait_for(self.ipr, self.switch, find_problems, ports, what)
 
     def check_chains(self, ports, what):
         def problems(ports, links, ovs_ports):
