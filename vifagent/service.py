@@ -26,6 +26,7 @@ import time
 from oslo_log import log as logging
 
 from vifagent import binding as binding_mod
+from vifagent.dataplane import libvirt as libvirt_dp
 from vifagent.dataplane import rtnl
 from vifagent import exception
 from vifagent import metrics
@@ -65,6 +66,12 @@ class Agent:
         # First 11 characters of each bound port id (what its device names
         # carry) -> port id, to map events to ports.
         self._keys = {}
+        # port id -> instance uuid; libvirt tap name <-> port id: to map
+        # domain and tap events to ports.
+        self._instance_of = {}
+        self._taps = {}
+        self._tap_of = {}
+        self.libvirt = None
         self._orphans_seen = {}
         self._foreign_reported = set()
         # port_id -> (status, reason) last sent to the controller
@@ -90,6 +97,14 @@ class Agent:
             interval=conf.agent.resync_interval,
             max_retries=conf.agent.max_retries,
             retry_cap=conf.agent.retry_backoff_cap)
+        if conf.libvirt.enabled:
+            # Connected before the first pass, so it already sees the taps.
+            self.libvirt = libvirt_dp.Watcher(
+                conf.libvirt.connection_uri, self._on_domains,
+                lambda: self.reconciler.mark_all('connected to libvirt'),
+                backoff_cap=conf.libvirt.reconnect_backoff_cap,
+                keepalive_interval=conf.libvirt.keepalive_interval)
+            self.libvirt.start()
         # Start is a full pass before serving: it re-adopts every stored
         # chain, writing nothing when the host is healthy.
         self.reconciler.run_full_pass()
@@ -127,6 +142,8 @@ class Agent:
             self.engine.ovs.remove_listener(self._on_ovsdb_row)
         if self.reconciler is not None:
             self.reconciler.stop()
+        if self.libvirt is not None:
+            self.libvirt.stop()
         with self._lock:
             if self.engine is not None:
                 self.engine.stop()
@@ -139,8 +156,10 @@ class Agent:
     # -- health ---------------------------------------------------------------
     def dependencies(self):
         """Whether each connection the agent needs is up."""
-        return {'rpc': self._serving,
-                'ovsdb': self.engine.ovs.connected()}
+        deps = {'rpc': self._serving, 'ovsdb': self.engine.ovs.connected()}
+        if self.libvirt is not None:
+            deps['libvirt'] = self.libvirt.connected()
+        return deps
 
     def health(self):
         """Reasons the agent is unhealthy; empty when it is healthy."""
@@ -153,8 +172,16 @@ class Agent:
 
     # -- events ---------------------------------------------------------------
     def _port_of(self, name):
+        if name in self._taps:
+            return self._taps[name]
         key = binding_mod.device_key(name)
         return self._keys.get(key) if key else None
+
+    def _on_domains(self, uuids):
+        """libvirt saw these domains change: their ports need a look."""
+        self.reconciler.mark({pid for pid, uuid in
+                              list(self._instance_of.items())
+                              if uuid in uuids})
 
     def _on_link_names(self, names):
         self.reconciler.mark(
@@ -180,6 +207,10 @@ class Agent:
 
     def _full_pass(self):
         """Every port, the integration bridge, garbage collection."""
+        if self.libvirt is not None:
+            # Events keep the domain cache current; re-reading it here
+            # heals whatever an unseen bug or a lost event left behind.
+            self.libvirt.reload()
         with self._lock:
             if self.engine.ovs.ensure_bridge():
                 self.reconciler.stats.repairs['integration_bridge'] += 1
@@ -225,20 +256,36 @@ class Agent:
         return binding_mod.Binding.from_dict(data,
                                              self.conf.agent.default_mtu)
 
-    @staticmethod
-    def _tap(binding):
-        # libvirt tap discovery arrives with the libvirt driver; until
-        # then only the agent's own netns taps are known.
-        return None
+    def _desired(self, binding, vlan):
+        """A binding with its tap: its own for netns, libvirt's for VMs."""
+        if binding.owns_tap:
+            return state.DesiredPort.for_binding(binding, vlan)
+        if self.libvirt is None:
+            return state.DesiredPort.for_binding(
+                binding, vlan, down='libvirt is disabled: no tap')
+        tap = self.libvirt.resolve(binding.instance_uuid,
+                                   binding.mac_address)
+        return state.DesiredPort.for_binding(
+            binding, vlan, tap=tap.device, tap_bridge=tap.bridge,
+            down=tap.down)
+
+    def _set_tap(self, port_id, tap):
+        old = self._tap_of.pop(port_id, None)
+        if old is not None and self._taps.get(old) == port_id:
+            del self._taps[old]
+        if tap is not None:
+            self._tap_of[port_id] = tap
+            self._taps[tap] = port_id
 
     def _plug(self, bindings):
         """Plug stored bindings; record, report and return their results."""
         vlans = self.store.vlans()
-        ports = [state.DesiredPort.for_binding(b, vlans[b.network_id],
-                                               tap=self._tap(b))
-                 for b in bindings]
-        for b in bindings:
-            self._keys[binding_mod.name_key(b.port_id)] = b.port_id
+        ports = [self._desired(b, vlans[b.network_id]) for b in bindings]
+        for port in ports:
+            pid = port.port_id
+            self._keys[binding_mod.name_key(pid)] = pid
+            self._instance_of[pid] = port.binding.instance_uuid
+            self._set_tap(pid, port.tap)
         results = self.engine.plug(ports)
         changes = []
         for b in bindings:
@@ -265,6 +312,8 @@ class Agent:
             self._results.pop(pid, None)
             self._reported.pop(pid, None)
             self._keys.pop(binding_mod.name_key(pid), None)
+            self._set_tap(pid, None)
+            self._instance_of.pop(pid, None)
         clean = [pid for pid, r in results.items() if r.status is None]
         for result in results.values():
             if result.status is not None:
@@ -392,4 +441,5 @@ class Agent:
                 'reconcile': self.reconciler.stats.to_dict(),
                 'metrics': ('http://%s:%d/' % self._metrics.address
                             if self._metrics else None),
+                'libvirt': self.libvirt.to_dict() if self.libvirt else None,
             }

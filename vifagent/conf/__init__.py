@@ -16,12 +16,13 @@ from oslo_config import cfg
 
 from vifagent.conf import agent
 from vifagent.conf import default
+from vifagent.conf import libvirt
 from vifagent.conf import metrics
 from vifagent.conf import ovs
 
 CONF = cfg.CONF
 
-_MODULES = (default, agent, ovs, metrics)
+_MODULES = (default, agent, ovs, libvirt, metrics)
 
 
 def register_opts(conf):

@@ -202,10 +202,9 @@ class Engine:
                 result.reason = 'ovs-vswitchd did not attach %s%s' % (
                     port.devices.qvo, ': %s' % qvo.error if qvo and
                     qvo.error else '')
-            elif port.binding.admin_state_up and result.devices['tap']:
-                result.status = state.ACTIVE
             else:
-                result.status = state.DOWN
+                result.reason = _down_reason(port, result.devices['tap'])
+                result.status = state.DOWN if result.reason else state.ACTIVE
             results[pid] = result
         return results
 
@@ -260,6 +259,17 @@ class Engine:
 def _attached(ovs_port):
     return (ovs_port is not None and ovs_port.ofport is not None and
             ovs_port.ofport > 0 and not ovs_port.error)
+
+
+def _down_reason(port, tap):
+    """Why a port whose chain is whole is not ACTIVE, or None if it is."""
+    if not port.binding.admin_state_up:
+        return 'administratively down'
+    if port.down:
+        return port.down
+    if tap is None:
+        return 'no tap' if port.tap is None else 'tap %s is absent' % port.tap
+    return None
 
 
 def _devices(port, observed):

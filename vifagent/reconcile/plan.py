@@ -226,6 +226,13 @@ class _PortPlanner:
         elif tap is None:
             # The VM's tap is not there (yet): the port stays DOWN.
             return
+        elif self.port.tap_bridge not in (None, self.names.qbr):
+            # libvirt was told to put this tap on another bridge: moving
+            # it would rewire a device configured for something else.
+            self.plan.conflicts[self.pid] = (
+                'libvirt puts tap %s on bridge %s, not %s' %
+                (name, self.port.tap_bridge, self.names.qbr))
+            return
         else:
             # libvirt's tap: never marked (the alias means "we made it,
             # we may delete it"), but MTU, master and up are ours to keep.

@@ -102,12 +102,17 @@ class DesiredPort:
 
     ``vlan`` is the network's local VLAN; ``tap`` is the VM's tap device
     (libvirt's target dev for ovs_hybrid ports, the agent's own tap for
-    netns ports) or None while the VM has none.
+    netns ports) or None while the VM has none. ``tap_bridge`` is the
+    bridge libvirt enslaves the tap to itself (``type='bridge'``), and
+    ``down`` says why the port is DOWN even when its chain is whole (the
+    domain is stopped, paused, undefined...).
     """
 
     binding: binding_mod.Binding
     vlan: int
     tap: str = None
+    tap_bridge: str = None
+    down: str = None
 
     @property
     def port_id(self):
@@ -125,7 +130,9 @@ class DesiredPort:
         return self.vlan
 
     @classmethod
-    def for_binding(cls, binding, vlan, tap=None):
+    def for_binding(cls, binding, vlan, tap=None, tap_bridge=None,
+                    down=None):
         if binding.owns_tap and tap is None:
             tap = binding.devices.tap
-        return cls(binding=binding, vlan=vlan, tap=tap)
+        return cls(binding=binding, vlan=vlan, tap=tap,
+                   tap_bridge=tap_bridge, down=down)
