@@ -131,12 +131,13 @@ _event_loop_lock = threading.Lock()
 _event_loop_started = False
 
 
-def _start_event_loop(libvirt):
+def start_event_loop():
     """Run libvirt's default event loop on a thread, once per process.
 
     It must be registered before the first connection is opened; events,
     keepalives and close callbacks are all dispatched from it.
     """
+    import libvirt
     global _event_loop_started
     with _event_loop_lock:
         if _event_loop_started:
@@ -194,7 +195,7 @@ class Watcher:
         # libvirt prints every error to stderr by default; they are
         # handled and logged here instead.
         libvirt.registerErrorHandler(lambda ctx, err: None, None)
-        _start_event_loop(libvirt)
+        start_event_loop()
         try:
             self._connect()
         except libvirt.libvirtError as e:

@@ -221,6 +221,20 @@ class TestPlanPlug(base.BaseTestCase):
         self.change_link('vnet3', alias=None)
         self.assertTrue(plug([self.port], self.obs).empty())
 
+    def test_libvirt_tap_on_its_qbr_is_only_verified(self):
+        port = dataclasses.replace(self.port, tap_bridge=self.names.qbr)
+        self.assertTrue(plug([port], self.obs).empty())
+        self.change_link('vnet3', master=None)
+        self.assertEqual([['set_master', 'vnet3', self.names.qbr]],
+                         plug([port], self.obs).link_ops[port.port_id])
+
+    def test_libvirt_tap_meant_for_another_bridge_is_refused(self):
+        port = dataclasses.replace(self.port, tap_bridge='virbr0')
+        self.change_link('vnet3', master=None)
+        plan = plug([port], self.obs)
+        self.assertIn('bridge virbr0', plan.conflicts[port.port_id])
+        self.assertNotIn(port.port_id, plan.link_ops)
+
     def test_ovs_port_missing(self):
         del self.obs.ovs_ports[self.names.qvo]
         plan = plug([self.port], self.obs)
