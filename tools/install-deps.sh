@@ -2,11 +2,14 @@
 # Install the Debian packages vifagent needs to build and test. Run as
 # root. Idempotent: only missing packages are installed, and the package
 # index is refreshed only when something has to be installed. No daemon is
-# started here (tools/start-ovs.sh and tools/start-rabbitmq.sh do that).
+# started here (tools/start-ovs.sh, tools/start-rabbitmq.sh and
+# tools/start-libvirt.sh do that).
 set -eu
 
 PACKAGES="openvswitch-switch rabbitmq-server ethtool iproute2 iputils-ping
-pkg-config libvirt-dev python3-venv python3-dev gcc"
+pkg-config libvirt-dev python3-venv python3-dev gcc
+libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
+qemu-system-x86 busybox-static cpio kmod"
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh must run as root" >&2
