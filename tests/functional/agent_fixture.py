@@ -58,9 +58,13 @@ def script(name):
 class AgentFixture(fixtures.Fixture):
     """Writes a config, starts vifagent-agent, waits until it answers."""
 
-    def __init__(self, report_interval=30, sections=None, **agent_options):
+    def __init__(self, report_interval=30, sections=None, libvirt=False,
+                 **agent_options):
+        # libvirt connects the agent to libvirtd. Off, tests of the chain
+        # alone need no libvirtd and are not disturbed by its restarts.
         super().__init__()
         self.report_interval = report_interval
+        self.libvirt = libvirt
         self.agent_options = agent_options
         self.sections = sections or {}
 
@@ -83,7 +87,12 @@ class AgentFixture(fixtures.Fixture):
             'agent': agent,
             'ovs': dict(integration_bridge=self.bridge,
                         datapath_type='netdev'),
+            'libvirt': dict(enabled=str(self.libvirt).lower(),
+                            reconnect_backoff_cap=2),
         }
+        if self.libvirt:
+            from tests.functional import libvirt_fixture
+            self.useFixture(libvirt_fixture.LibvirtInUse())
         for section, options in self.sections.items():
             sections.setdefault(section, {}).update(options)
         with open(self.config, 'w') as f:
