@@ -123,7 +123,7 @@ PHASE = STANDINS + 'source "$STUB_DEVSTACK/plugin.sh" "$@"\n'
 SETTINGS = ('VIFAGENT_DIR', 'VIFAGENT_CONF_DIR', 'VIFAGENT_CONF',
             'VIFAGENT_STATE_PATH', 'VIFAGENT_HOST', 'VIFAGENT_RPC_TOPIC',
             'VIFAGENT_INTEGRATION_BRIDGE', 'VIFAGENT_DATAPATH_TYPE',
-            'VIFAGENT_OVSDB_CONNECTION')
+            'VIFAGENT_OVSDB_CONNECTION', 'VIFAGENT_LIBVIRT_URI')
 SHOW_SETTINGS = STANDINS + ''.join(
     'printf "%%s=%%s\\n" %s "$%s"\n' % (name, name) for name in SETTINGS)
 
@@ -318,6 +318,7 @@ class TestDevstackPlugin(base.BaseTestCase):
             'VIFAGENT_DATAPATH_TYPE': 'system',
             'VIFAGENT_OVSDB_CONNECTION':
                 'unix:/var/run/openvswitch/db.sock',
+            'VIFAGENT_LIBVIRT_URI': 'qemu:///system',
         }, settings)
 
     def test_settings_enable_the_service(self):
@@ -333,6 +334,7 @@ class TestDevstackPlugin(base.BaseTestCase):
             'VIFAGENT_INTEGRATION_BRIDGE': 'br-test',
             'VIFAGENT_DATAPATH_TYPE': 'netdev',
             'VIFAGENT_OVSDB_CONNECTION': 'tcp:127.0.0.1:6640',
+            'VIFAGENT_LIBVIRT_URI': 'qemu+tcp://compute/system',
         }
         settings = self.settings(**local)
         for name, value in local.items():
@@ -377,6 +379,7 @@ class TestDevstackPlugin(base.BaseTestCase):
             'ovs': {'integration_bridge': 'br-int',
                     'datapath_type': 'system',
                     'ovsdb_connection': 'unix:/var/run/openvswitch/db.sock'},
+            'libvirt': {'connection_uri': 'qemu:///system'},
         }, read_ini(self.conf_file))
 
     def test_post_config_uses_real_option_names(self):
