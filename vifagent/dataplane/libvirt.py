@@ -181,6 +181,9 @@ class Watcher:
         self._domains = {}
         self._pending = set()
         self._lock = threading.Lock()
+        # Held while reading domains from libvirt into the cache, so a
+        # slower, older read never overwrites a newer one.
+        self._reading = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = None
@@ -256,7 +259,7 @@ class Watcher:
                                                 None)
             self._lost = False
             self._conn = conn
-            self._load_all(conn, replace=True)
+            self._load_all(conn)
         except libvirt.libvirtError:
             self._conn = None
             _close(conn)
@@ -358,38 +361,40 @@ class Watcher:
         return Domain.from_libvirt(dom.UUIDString(), dom.name(), state,
                                    dom.XMLDesc(0))
 
-    def _load_all(self, conn, replace=False):
+    def _load_all(self, conn):
         libvirt = self._libvirt
         found = {}
-        for dom in conn.listAllDomains(0):
-            try:
-                domain = self._read(dom)
-            except libvirt.libvirtError as e:
-                if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
-                continue    # undefined while being listed
-            found[domain.uuid] = domain
-        with self._lock:
-            old, self._domains = self._domains, found
+        with self._reading:
+            for dom in conn.listAllDomains(0):
+                try:
+                    domain = self._read(dom)
+                except libvirt.libvirtError as e:
+                    if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+                    continue    # undefined while being listed
+                found[domain.uuid] = domain
+            with self._lock:
+                old, self._domains = self._domains, found
         return {uuid for uuid in set(old) | set(found)
                 if old.get(uuid) != found.get(uuid)}
 
     def _load_one(self, conn, uuid):
         """Re-read one domain into the cache; whether its record changed."""
         libvirt = self._libvirt
-        try:
-            domain = self._read(conn.lookupByUUIDString(uuid))
-        except libvirt.libvirtError as e:
-            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise
-            domain = None
         uuid = uuid.lower()
-        with self._lock:
-            old = self._domains.get(uuid)
-            if domain is None:
-                self._domains.pop(uuid, None)
-            else:
-                self._domains[uuid] = domain
+        with self._reading:
+            try:
+                domain = self._read(conn.lookupByUUIDString(uuid))
+            except libvirt.libvirtError as e:
+                if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+                domain = None
+            with self._lock:
+                old = self._domains.get(uuid)
+                if domain is None:
+                    self._domains.pop(uuid, None)
+                else:
+                    self._domains[uuid] = domain
         return old != domain
 
 

@@ -200,6 +200,19 @@ class TestLifeCycle(LibvirtAgentTestCase):
                             second['devices']['tap'])
         watch.sequence(pid, ['DOWN', 'ACTIVE', 'DOWN', 'ACTIVE'])
 
+    def test_paused_domain_is_wired_but_down(self):
+        mac = base.random_mac()
+        dom = self.domain({'mac': mac, 'type': 'ethernet'})
+        data = self.binding_dict(mac_address=mac, instance_uuid=dom.uuid)
+        pid = data['port_id']
+        self.assertEqual('ACTIVE', self.client.bind_port(data)['status'])
+        dom.domain.suspend()
+        port = self.wait_port(pid, 'DOWN', 'domain is paused')
+        # Still wired, ready for the guest to resume.
+        self.assertWired(data, port)
+        dom.domain.resume()
+        self.wait_port(pid, 'ACTIVE')
+
     def test_hot_unplug_and_plug(self):
         mac = base.random_mac()
         keep = base.random_mac()

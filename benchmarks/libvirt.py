@@ -1,0 +1,186 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""libvirt benchmark: how fast a VM's life reaches its port.
+
+Run from the top of the repository, as root, with Open vSwitch, RabbitMQ
+and libvirtd running::
+
+    python -m benchmarks.libvirt --vms 20 --repeat 3
+
+A vifagent-agent of its own (see benchmarks.rpc for the names it uses)
+binds one port per domain. The domains are ``vifagent-bench-<hex>-<n>``,
+TCG, no disk and no OS, one ``type='ethernet'`` interface each: enough
+for libvirt to make a tap. Per round and domain, each step is timed until
+``get_port`` (polled every 5 ms) shows the new status:
+
+1. ``start``: from ``virDomainCreate`` returning to ``ACTIVE`` (the
+   life-cycle event, the cache refresh and the wiring of the new vnetN);
+2. ``bind``: ``unbind_port`` then ``bind_port`` while the VM runs, timed
+   to the reply, which must say ``ACTIVE`` (the tap comes from the cache);
+3. ``destroy``: from ``virDomainDestroy`` returning to ``DOWN``.
+
+The agent's periodic pass is an hour away, so only events drive 1 and 3.
+At the end (on failure and Ctrl-C too) the domains are destroyed and
+undefined and the agent's run is cleaned up as in benchmarks.rpc.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+from benchmarks import _common as common
+from benchmarks._common import BenchmarkError
+from benchmarks._common import log
+from benchmarks._common import percentile
+
+POLL = 0.005
+_ROWS = (('VM start to ACTIVE', 'start'),
+         ('bind_port of a running VM (reply)', 'bind'),
+         ('VM destroy to DOWN', 'destroy'))
+
+
+class Benchmark(common.AgentBenchmark):
+
+    def __init__(self, args):
+        super().__init__(args)
+        self.expected = common.ACTIVE
+        self.conn = None
+        self.domains = []
+        self.rounds = []
+
+    def agent_options(self):
+        return {'resync_interval': 3600}
+
+    def setup(self):
+        import libvirt
+        self.libvirt = libvirt
+        libvirt.registerErrorHandler(lambda ctx, err: None, None)
+        self.conn = libvirt.open('qemu:///system')
+        super().setup()
+        ports = self.new_ports(self.args.vms)
+        for n, port in enumerate(ports):
+            name = 'vifagent-bench-%s-%d' % (self.suffix, n)
+            self.domains.append((port, self.conn.defineXML(
+                _domain_xml(name, port.instance_uuid, port.mac))))
+        log('%d domains defined', len(self.domains))
+        for port, _ in self.domains:
+            reply = self.client.bind_port(self.binding(port))
+            if reply['status'] != common.DOWN:
+                raise BenchmarkError('%s is %s before its VM started' % (
+                    port.port_id, reply['status']))
+
+    def wait_status(self, port, status, what):
+        deadline = time.monotonic() + self.args.timeout
+        while True:
+            reply = self.client.get_port(port.port_id)
+            if reply['status'] == status:
+                return reply
+            if time.monotonic() > deadline:
+                raise BenchmarkError('%s: %s is %s (%s), not %s' % (
+                    what, port.port_id, reply['status'], reply['reason'],
+                    status))
+            time.sleep(POLL)
+
+    def run(self):
+        for number in range(1, self.args.repeat + 1):
+            times = {key: [] for _, key in _ROWS}
+            for port, dom in self.domains:
+                dom.create()
+                start = time.perf_counter()
+                reply = self.wait_status(port, common.ACTIVE, 'start')
+                times['start'].append(time.perf_counter() - start)
+                if not reply['devices']['tap']:
+                    raise BenchmarkError('ACTIVE without a tap: %r' % reply)
+                self.client.unbind_port(port.port_id)
+                start = time.perf_counter()
+                reply = self.client.bind_port(self.binding(port))
+                times['bind'].append(time.perf_counter() - start)
+                self.expect_reply(reply, port, 'bind of a running VM')
+            for port, dom in self.domains:
+                dom.destroy()
+                start = time.perf_counter()
+                self.wait_status(port, common.DOWN, 'destroy')
+                times['destroy'].append(time.perf_counter() - start)
+            log('round %d: start %.1f ms, bind %.1f ms, destroy %.1f ms '
+                '(medians)', number,
+                *(1000 * statistics.median(times[key])
+                  for _, key in _ROWS))
+            self.rounds.append(times)
+
+    def cleanup(self):
+        clean = True
+        for _, dom in self.domains:
+            for step in (dom.destroy, dom.undefine):
+                try:
+                    step()
+                except self.libvirt.libvirtError as e:
+                    if e.get_error_code() not in (
+                            self.libvirt.VIR_ERR_OPERATION_INVALID,
+                            self.libvirt.VIR_ERR_NO_DOMAIN):
+                        log('cleanup: %s: %s', dom.name(), e)
+                        clean = False
+        if self.conn is not None:
+            self.conn.close()
+        return super().cleanup() and clean
+
+    def report(self):
+        n = len(self.domains)
+        print()
+        print('%d VMs, %d rounds; per row: median of the round medians '
+              '[min, max], then p90 of all samples' % (n, len(self.rounds)))
+        out = []
+        for label, key in _ROWS:
+            medians = [1000 * statistics.median(r[key]) for r in self.rounds]
+            samples = [1000 * s for r in self.rounds for s in r[key]]
+            print('  %-36s %8.1f ms [%.1f, %.1f]  p90 %.1f ms' % (
+                label, statistics.median(medians), min(medians),
+                max(medians), percentile(samples, 90)))
+            out.append('%s_median_ms=%.1f' % (key, statistics.median(
+                medians)))
+        print('\n'.join(out))
+        sys.stdout.flush()
+
+
+def _domain_xml(name, instance_uuid, mac):
+    return ("<domain type='qemu'><name>%s</name><uuid>%s</uuid>"
+            "<memory unit='MiB'>32</memory><vcpu>1</vcpu>"
+            "<os><type arch='x86_64'>hvm</type></os>"
+            "<devices><interface type='ethernet'><mac address='%s'/>"
+            "<model type='virtio'/><rom enabled='no'/></interface>"
+            "<controller type='usb' model='none'/>"
+            "<memballoon model='none'/></devices></domain>" % (
+                name, instance_uuid, mac))
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog='python -m benchmarks.libvirt',
+        description='Time how fast VM starts and stops reach their ports '
+                    'through a real vifagent-agent and libvirtd. Run as '
+                    'root.')
+    parser.add_argument('--vms', type=common.positive, default=20,
+                        help='domains, one port each (default 20)')
+    parser.add_argument('--repeat', type=common.positive, default=3,
+                        help='rounds of start, bind, destroy (default 3)')
+    parser.set_defaults(netns=False)
+    common.add_agent_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    return common.main(Benchmark(parse_args(argv)))
+
+
+if __name__ == '__main__':
+    sys.exit(main())
