@@ -174,6 +174,27 @@ class TestTaps(LibvirtAgentTestCase):
             self.assertLess(time.monotonic(), deadline, 'not re-enslaved')
             time.sleep(0.05)
 
+    def test_agent_restart_with_running_vms_is_quiet(self):
+        mac = base.random_mac()
+        dom = self.domain({'mac': mac, 'type': 'ethernet'})
+        data = self.binding_dict(mac_address=mac, instance_uuid=dom.uuid)
+        pid = data['port_id']
+        before = self.client.bind_port(data)
+        self.assertEqual('ACTIVE', before['status'])
+        watch = ReportWatch(self, self.agent)
+        index = base.link_json(before['devices']['tap'])['ifindex']
+        self.agent.kill()
+        self.agent.start()
+        # The first pass already sees the VM: no DOWN flap, no cast.
+        self.assertEqual(before, self.client.get_port(pid))
+        time.sleep(3)   # heartbeats come every second
+        casts = []
+        while not watch.statuses.empty():
+            casts.append(watch.statuses.get())
+        self.assertEqual([], [c for c in casts if c[0] == pid])
+        self.assertEqual(index, base.link_json(
+            before['devices']['tap'])['ifindex'])
+
 
 class TestLifeCycle(LibvirtAgentTestCase):
 
