@@ -15,8 +15,9 @@
 A binding is committed (WAL, synchronous=FULL) before the caller hears
 back, so a kill -9 right after a reply loses nothing acknowledged. The
 store also enforces the rules that must hold across bindings: revision
-ordering, one local VLAN per network, and no two ports whose device names
-would collide.
+ordering, one local VLAN per network, no two ports whose device names
+would collide, and no two ports for the same VM NIC (instance and MAC),
+which would fight over one tap.
 """
 
 import json
@@ -49,6 +50,9 @@ CREATE TABLE IF NOT EXISTS bindings (
 );
 CREATE INDEX IF NOT EXISTS bindings_network ON bindings (network_id);
 CREATE INDEX IF NOT EXISTS bindings_name_key ON bindings (name_key);
+CREATE INDEX IF NOT EXISTS bindings_vm_nic ON bindings (
+    json_extract(data, '$.instance_uuid'),
+    json_extract(data, '$.mac_address'));
 CREATE TABLE IF NOT EXISTS reported (
     port_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
@@ -126,12 +130,16 @@ class Store:
         update. Nothing is written when an error is raised.
         """
         with self._lock, self._transaction():
-            return self._put(binding)
+            result = self._put(binding)
+            self._check_vm_nics([binding])
+            return result
 
     def put_many(self, bindings):
         """Store several bindings atomically: all of them or none."""
         with self._lock, self._transaction():
-            return [self._put(b) for b in bindings]
+            results = [self._put(b) for b in bindings]
+            self._check_vm_nics(bindings)
+            return results
 
     def replace_all(self, bindings):
         """Make ``bindings`` the complete set, atomically.
@@ -145,7 +153,28 @@ class Store:
                 'SELECT port_id FROM bindings')]
             removed = [self._delete(pid) for pid in stored
                        if pid not in wanted]
-            return [self._put(b) for b in bindings], removed
+            results = [self._put(b) for b in bindings]
+            self._check_vm_nics(bindings)
+            return results, removed
+
+    def _check_vm_nics(self, bindings):
+        """Refuse two ports for one VM NIC, once all writes are done.
+
+        Checked at the end of the transaction, so a set that moves a NIC
+        from one port to another in one go is judged by its final state.
+        """
+        for b in bindings:
+            other = self._db.execute(
+                "SELECT port_id FROM bindings "
+                "WHERE json_extract(data, '$.instance_uuid') = ? "
+                "AND json_extract(data, '$.mac_address') = ? "
+                "AND port_id != ?",
+                (b.instance_uuid, b.mac_address, b.port_id)).fetchone()
+            if other:
+                raise exception.InvalidBinding(
+                    field='mac_address',
+                    reason='instance %s NIC %s is bound as port %s' % (
+                        b.instance_uuid, b.mac_address, other[0]))
 
     def delete(self, port_id):
         """Remove a binding (kept as a tombstone); return it or None."""

@@ -28,7 +28,7 @@ from vifagent import store as store_mod
 def make(port_id=None, network_id=None, **extra):
     data = {'port_id': port_id or str(uuid.uuid4()),
             'mac_address': 'fa:16:3e:00:00:01',
-            'instance_uuid': '11111111-2222-3333-4444-555555555555',
+            'instance_uuid': str(uuid.uuid4()),
             'network_id': network_id or str(uuid.uuid4())}
     data.update(extra)
     return binding_mod.Binding.from_dict(data)
@@ -110,6 +110,38 @@ class TestStore(base.BaseTestCase):
         e = self.assertRaises(exception.InvalidBinding, self.store.put, b)
         self.assertEqual('port_id', e.field)
         self.assertIsNone(self.store.get(b.port_id))
+
+    def test_one_port_per_vm_nic(self):
+        vm = str(uuid.uuid4())
+        a = make(instance_uuid=vm)
+        b = make(instance_uuid=vm)
+        self.store.put(a)
+        for write in (self.store.put, lambda b: self.store.put_many([b]),
+                      lambda b: self.store.replace_all([a, b])):
+            e = self.assertRaises(exception.InvalidBinding, write, b)
+            self.assertEqual('mac_address', e.field)
+            self.assertIn("NIC %s is bound as port" % a.mac_address, str(e))
+            self.assertIsNone(self.store.get(b.port_id))
+            self.assertEqual(a, self.store.get(a.port_id))
+        # Another NIC of the same VM is fine.
+        self.store.put(make(instance_uuid=vm, mac_address='fa:16:3e:00:00:02'))
+
+    def test_a_nic_may_move_between_ports_in_one_sync(self):
+        vm = str(uuid.uuid4())
+        a = make(instance_uuid=vm)
+        b = make(instance_uuid=vm, mac_address='fa:16:3e:00:00:02')
+        self.store.replace_all([a, b])
+        # The two ports swap NICs: only the final state counts.
+        swapped = [binding_mod.Binding.from_dict(dict(
+            x.to_dict(), mac_address=y.mac_address, revision=1))
+            for x, y in ((a, b), (b, a))]
+        self.store.replace_all(swapped)
+        self.assertEqual(b.mac_address, self.store.get(a.port_id).mac_address)
+        # And a NIC moves from a removed port (a, now on b's old MAC) to a
+        # new one.
+        c = make(instance_uuid=vm, mac_address=b.mac_address)
+        self.store.replace_all([swapped[1], c])
+        self.assertIsNone(self.store.get(a.port_id))
 
     def test_put_many_is_atomic(self):
         good = make()
