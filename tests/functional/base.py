@@ -152,6 +152,13 @@ class RootTestCase(base.BaseTestCase):
         super().setUp()
         if os.geteuid() != 0:
             self.fail('functional tests need root (CAP_NET_ADMIN)')
+        #: Stops (e.g. an agent's kill) run before any device cleanup: a
+        #: running agent would rebuild what the cleanup deletes.
+        self.stop_before_cleanup = []
+
+    def _stop_writers(self):
+        for stop in self.stop_before_cleanup:
+            stop()
 
     def make_netns(self):
         name = 'vifagent-test-%s' % uuid.uuid4().hex[:8]
@@ -177,6 +184,7 @@ class RootTestCase(base.BaseTestCase):
         data.update(fields)
         self.addCleanup(self.remove_devices,
                         binding_mod.device_names(data['port_id'].lower()))
+        self.addCleanup(self._stop_writers)
         return data
 
     def make_tap(self):

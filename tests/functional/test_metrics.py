@@ -110,6 +110,7 @@ class TestMetrics(base.RootTestCase):
                 'metrics': {'enabled': 'true', 'bind_port': 0},
                 'ovs': {'ovsdb_connection':
                         'tcp:127.0.0.1:%d' % self.proxy.port}}))
+        self.stop_before_cleanup.append(self.agent.kill)
         self.url = self.agent.client.get_agent_state()['metrics']
         self.assertTrue(self.url.startswith('http://127.0.0.1:'))
 

@@ -38,6 +38,7 @@ class AgentTestCase(base.RootTestCase):
         super().setUp()
         self.agent = self.useFixture(agent_fixture.AgentFixture(
             report_interval=self.report_interval))
+        self.stop_before_cleanup.append(self.agent.kill)
         self.client = self.agent.client
 
     def bind(self, **fields):

@@ -85,6 +85,7 @@ class LibvirtAgentTestCase(base.RootTestCase):
         super().setUp()
         self.agent = self.useFixture(agent_fixture.AgentFixture(
             report_interval=1, libvirt=True, resync_interval=3600))
+        self.stop_before_cleanup.append(self.agent.kill)
         self.client = self.agent.client
 
     def domain(self, *interfaces, **kwargs):

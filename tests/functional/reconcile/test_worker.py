@@ -36,6 +36,7 @@ class HealingTestCase(base.RootTestCase):
         super().setUp()
         self.agent = self.useFixture(agent_fixture.AgentFixture(
             **self.agent_options))
+        self.stop_before_cleanup.append(self.agent.kill)
         self.client = self.agent.client
 
     def bind(self, **fields):
