@@ -77,25 +77,8 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 chmod 0755 "$WORK"
 
-# Only what is missing is installed; the index is refreshed only when an
-# install fails on it.
-missing=()
-for pkg in $PACKAGES; do
-    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-    if [ "$status" != "install ok installed" ]; then
-        missing+=("$pkg")
-    fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "Installing: ${missing[*]}" >&2
-    install_missing() {
-        apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
-    }
-    if ! install_missing; then
-        apt-get update -q >&2
-        install_missing
-    fi
-fi
+# Only what is missing is installed. stdout is for the output path only.
+"$(dirname "$0")/install-deps.sh" $PACKAGES >&2
 
 # The versioned kernel package the metapackage currently depends on, e.g.
 # linux-image-6.1.0-56-cloud-amd64.

@@ -6,10 +6,11 @@
 # tools/start-libvirt.sh do that).
 set -eu
 
-PACKAGES="openvswitch-switch rabbitmq-server ethtool iproute2 iputils-ping
+# tools/install-deps.sh [PACKAGE ...] installs only the packages named.
+PACKAGES=${*:-"openvswitch-switch rabbitmq-server ethtool iproute2 iputils-ping
 pkg-config libvirt-dev python3-venv python3-dev gcc
 libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
-qemu-system-x86 busybox-static cpio kmod"
+qemu-system-x86 busybox-static cpio kmod"}
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh must run as root" >&2
