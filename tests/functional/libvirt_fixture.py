@@ -42,7 +42,6 @@ as details and then removed.
 
 import fcntl
 import os
-import random
 import signal
 import subprocess
 import tempfile
@@ -53,6 +52,8 @@ from xml.etree import ElementTree
 import fixtures
 from testtools import content
 from testtools import content_type
+
+from tests.functional import base
 
 try:
     import libvirt
@@ -171,12 +172,6 @@ def guest_image():
     return _image
 
 
-def random_mac():
-    """A random MAC in the OpenStack range fa:16:3e."""
-    return 'fa:16:3e:%02x:%02x:%02x' % tuple(
-        random.randint(0, 255) for _ in range(3))
-
-
 def interface_xml(spec):
     """The ``<interface>`` element for one interface spec (a dict).
 
@@ -245,7 +240,7 @@ class DomainFixture(fixtures.Fixture):
     @staticmethod
     def _complete(spec):
         spec = dict(spec)
-        spec['mac'] = (spec.get('mac') or random_mac()).lower()
+        spec['mac'] = (spec.get('mac') or base.random_mac()).lower()
         return spec
 
     def _setUp(self):
