@@ -13,8 +13,6 @@
 """The metrics and health endpoint of a running agent."""
 
 import json
-import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,87 +21,15 @@ from prometheus_client import parser
 
 from tests.functional import agent_fixture
 from tests.functional import base
+from tests.functional import proxy as proxy_mod
 from vifagent import exception
-
-
-class OvsdbProxy:
-    """A TCP relay to ovsdb-server that a test can cut and restore.
-
-    The agent reaches OVSDB through it, so cutting it takes OVSDB away from
-    this agent only, never from other tests on the host.
-    """
-
-    def __init__(self, target=('127.0.0.1', 6640)):
-        self.target = target
-        self.port = None
-        self._listener = None
-        self._conns = []
-        self._lock = threading.Lock()
-        self.restore()
-
-    def restore(self):
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(('127.0.0.1', self.port or 0))
-        listener.listen(16)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,),
-                         daemon=True).start()
-
-    def _accept(self, listener):
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b),
-                                 daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut(self):
-        # shutdown() wakes the thread blocked in accept(); close() alone
-        # would leave the socket listening until that call returns.
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._listener.close()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
 
 
 class TestMetrics(base.RootTestCase):
 
     def setUp(self):
         super().setUp()
-        self.proxy = OvsdbProxy()
+        self.proxy = proxy_mod.SocketProxy(('127.0.0.1', 6640))
         self.addCleanup(self.proxy.cut)
         self.agent = self.useFixture(agent_fixture.AgentFixture(
             sections={

@@ -20,8 +20,6 @@ so the shared libvirtd and other tests are not disturbed.
 
 import os
 import queue
-import socket
-import threading
 import time
 
 import fixtures
@@ -29,75 +27,10 @@ from oslotest import base as test_base
 
 from tests.functional import base
 from tests.functional import libvirt_fixture
+from tests.functional import proxy as proxy_mod
 from vifagent.dataplane import libvirt as libvirt_dp
 
 LIBVIRT_SOCKET = '/var/run/libvirt/libvirt-sock'
-
-
-class UnixProxy(fixtures.Fixture):
-    """Forwards a unix socket to libvirtd's; cut() drops every client."""
-
-    def __init__(self, target=LIBVIRT_SOCKET):
-        super().__init__()
-        self.target = target
-
-    def _setUp(self):
-        self.path = os.path.join(self.useFixture(fixtures.TempDir()).path,
-                                 'libvirt-sock')
-        self._conns = []
-        self._listener = None
-        self.resume()
-        self.addCleanup(self.cut)
-
-    def resume(self):
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(self.path)
-        self._listener.listen(16)
-        threading.Thread(target=self._accept, args=(self._listener,),
-                         daemon=True).start()
-
-    def cut(self):
-        """Close the listener and every forwarded connection."""
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-            os.unlink(self.path)
-        for conn in self._conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-        self._conns = []
-
-    def _accept(self, listener):
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(self.target)
-            self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b),
-                                 daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class WatcherTestCase(test_base.BaseTestCase):
@@ -205,7 +138,10 @@ class WatcherTestCase(test_base.BaseTestCase):
         self.assertEqual(bridge, master)
 
     def test_reconnects_and_catches_up(self):
-        proxy = self.useFixture(UnixProxy())
+        path = os.path.join(self.useFixture(fixtures.TempDir()).path,
+                            'libvirt-sock')
+        proxy = proxy_mod.SocketProxy(LIBVIRT_SOCKET, path)
+        self.addCleanup(proxy.cut)
         watcher = self._watcher('qemu:///system?socket=' + proxy.path)
         self.assertTrue(watcher.connected())
         mac = base.random_mac()
@@ -227,7 +163,7 @@ class WatcherTestCase(test_base.BaseTestCase):
         self.assertIsNotNone(watcher.resolve(dom.uuid, mac).device)
 
         connects = watcher.connects
-        proxy.resume()
+        proxy.restore()
         self.assertTrue(self.connects.get(timeout=10))
         self.assertEqual(connects + 1, watcher.connects)
         self.assertTrue(watcher.connected())
