@@ -26,7 +26,6 @@ A benchmark subclasses it, adds ``run()`` and ``report()`` and calls
 ``main()`` with its parsed arguments.
 """
 
-import argparse
 import dataclasses
 import errno
 import math
@@ -99,15 +98,9 @@ def agent_script(name):
     return os.path.join(os.path.dirname(sys.executable), name)
 
 
-def log(msg, *args):
-    print(msg % args if args else msg, file=sys.stderr, flush=True)
-
-
-def positive(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError('must be at least 1')
-    return value
+# Shared with the plug benchmark, which runs without this module.
+log = plug.log
+positive = plug.positive
 
 
 def add_agent_arguments(parser):

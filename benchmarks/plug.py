@@ -878,7 +878,7 @@ def log(msg, *args):
     print(msg % args if args else msg, file=sys.stderr, flush=True)
 
 
-def _positive(text):
+def positive(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError('must be at least 1')
@@ -891,9 +891,9 @@ def parse_args(argv):
         description='Time vifagent plug/unplug (one port per call and all '
                     'in one call) against os-vif\'s hybrid plug, on a fresh '
                     'OVS bridge that is removed at the end. Run as root.')
-    parser.add_argument('--ports', type=_positive, default=200,
+    parser.add_argument('--ports', type=positive, default=200,
                         help='ports per scenario and round (default 200)')
-    parser.add_argument('--repeat', type=_positive, default=3,
+    parser.add_argument('--repeat', type=positive, default=3,
                         help='rounds, each with fresh port ids (default 3)')
     parser.add_argument('--skip-osvif', action='store_true',
                         help='measure vifagent only (quick runs)')
