@@ -103,7 +103,8 @@ class Agent:
                 conf.libvirt.connection_uri, self._on_domains,
                 lambda: self.reconciler.mark_all('connected to libvirt'),
                 backoff_cap=conf.libvirt.reconnect_backoff_cap,
-                keepalive_interval=conf.libvirt.keepalive_interval)
+                keepalive_interval=conf.libvirt.keepalive_interval,
+                reload_interval=conf.agent.resync_interval)
             self.libvirt.start()
         # Start is a full pass before serving: it re-adopts every stored
         # chain, writing nothing when the host is healthy.
@@ -207,10 +208,6 @@ class Agent:
 
     def _full_pass(self):
         """Every port, the integration bridge, garbage collection."""
-        if self.libvirt is not None:
-            # Events keep the domain cache current; re-reading it here
-            # heals whatever an unseen bug or a lost event left behind.
-            self.libvirt.reload()
         with self._lock:
             if self.engine.ovs.ensure_bridge():
                 self.reconciler.stats.repairs['integration_bridge'] += 1

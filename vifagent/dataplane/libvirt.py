@@ -161,29 +161,30 @@ class Watcher:
     """One long-lived libvirt connection and a cache of its domains.
 
     The cache is what plugging reads, so a bind costs no libvirt round
-    trip. It is loaded whole on every (re)connection and on reload(), and
-    kept current between those by domain events: each event only queues
-    its domain, and this watcher's own thread re-reads that domain and
-    calls ``on_change(uuids)``. After a reconnection, when events may
-    have been missed, it calls ``on_connect()``.
+    trip. It is loaded whole on every (re)connection, and kept current by
+    domain events: each event only queues its domain, and this watcher's
+    own thread re-reads that domain and calls ``on_change(uuids)``. That
+    thread also reloads the whole cache every ``reload_interval`` seconds,
+    which heals whatever a lost event or an unseen bug left behind. After
+    a reconnection, when events may have been missed, it calls
+    ``on_connect()``. Only that thread reads libvirt once started.
     """
 
     def __init__(self, uri, on_change, on_connect, backoff_cap=30.0,
-                 keepalive_interval=5):
+                 keepalive_interval=5, reload_interval=60):
         self.uri = uri
         self._on_change = on_change
         self._on_connect = on_connect
         self._backoff_cap = backoff_cap
         self._keepalive = keepalive_interval
+        self._reload_interval = reload_interval
+        self._next_reload = None
         self._libvirt = None
         self._conn = None
         self._lost = False
         self._domains = {}
         self._pending = set()
         self._lock = threading.Lock()
-        # Held while reading domains from libvirt into the cache, so a
-        # slower, older read never overwrites a newer one.
-        self._reading = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = None
@@ -224,24 +225,9 @@ class Watcher:
                 'domains': len(self._domains), 'connects': self.connects,
                 'events': self.events}
 
-    def domain(self, uuid):
-        """The cached Domain with this uuid, or None."""
-        return self._domains.get(uuid)
-
     def resolve(self, uuid, mac):
         """The Tap of guest ``mac`` on domain ``uuid``, from the cache."""
         return resolve(self._domains.get(uuid), mac, self.connected())
-
-    def reload(self):
-        """Re-read every domain; return the uuids whose record changed."""
-        conn = self._conn
-        if conn is None or self._lost:
-            return set()
-        try:
-            return self._load_all(conn)
-        except self._libvirt.libvirtError as e:
-            self._failed(conn, e)
-            return set()
 
     # -- connection -----------------------------------------------------------
     def _connect(self):
@@ -331,22 +317,33 @@ class Watcher:
                 continue
             self._wake.wait(1.0)
             self._wake.clear()
+            if not self._lost:
+                changed = self._refresh(self._conn)
+                if changed:
+                    self._call(self._on_change, changed)
+
+    def _refresh(self, conn):
+        """Re-read the queued domains, or all when a reload is due.
+
+        Returns the uuids whose record changed. Domains not read because
+        a call failed stay queued.
+        """
+        with self._lock:
+            pending, self._pending = self._pending, set()
+        changed = set()
+        try:
+            if time.monotonic() >= self._next_reload:
+                changed = self._load_all(conn)
+                pending.clear()
+            for uuid in list(pending):
+                if self._load_one(conn, uuid):
+                    changed.add(uuid)
+                pending.discard(uuid)
+        except self._libvirt.libvirtError as e:
+            self._failed(conn, e)
             with self._lock:
-                pending, self._pending = self._pending, set()
-            if not pending or self._lost:
-                continue
-            changed = set()
-            conn = self._conn
-            for uuid in pending:
-                try:
-                    if self._load_one(conn, uuid):
-                        changed.add(uuid)
-                except self._libvirt.libvirtError as e:
-                    self._failed(conn, e)
-                    with self._lock:
-                        self._pending.add(uuid)
-            if changed:
-                self._call(self._on_change, changed)
+                self._pending |= pending
+        return changed
 
     @staticmethod
     def _call(func, *args):
@@ -362,19 +359,20 @@ class Watcher:
                                    dom.XMLDesc(0))
 
     def _load_all(self, conn):
+        """Re-read every domain; return the uuids whose record changed."""
         libvirt = self._libvirt
         found = {}
-        with self._reading:
-            for dom in conn.listAllDomains(0):
-                try:
-                    domain = self._read(dom)
-                except libvirt.libvirtError as e:
-                    if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                        raise
-                    continue    # undefined while being listed
-                found[domain.uuid] = domain
-            with self._lock:
-                old, self._domains = self._domains, found
+        for dom in conn.listAllDomains(0):
+            try:
+                domain = self._read(dom)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+                continue    # undefined while being listed
+            found[domain.uuid] = domain
+        self._next_reload = time.monotonic() + self._reload_interval
+        with self._lock:
+            old, self._domains = self._domains, found
         return {uuid for uuid in set(old) | set(found)
                 if old.get(uuid) != found.get(uuid)}
 
@@ -382,19 +380,18 @@ class Watcher:
         """Re-read one domain into the cache; whether its record changed."""
         libvirt = self._libvirt
         uuid = uuid.lower()
-        with self._reading:
-            try:
-                domain = self._read(conn.lookupByUUIDString(uuid))
-            except libvirt.libvirtError as e:
-                if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
-                domain = None
-            with self._lock:
-                old = self._domains.get(uuid)
-                if domain is None:
-                    self._domains.pop(uuid, None)
-                else:
-                    self._domains[uuid] = domain
+        try:
+            domain = self._read(conn.lookupByUUIDString(uuid))
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            domain = None
+        with self._lock:
+            old = self._domains.get(uuid)
+            if domain is None:
+                self._domains.pop(uuid, None)
+            else:
+                self._domains[uuid] = domain
         return old != domain
 
 

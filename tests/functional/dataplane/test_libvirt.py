@@ -41,10 +41,10 @@ class WatcherTestCase(test_base.BaseTestCase):
         self.changes = queue.Queue()
         self.connects = queue.Queue()
 
-    def _watcher(self, uri='qemu:///system'):
+    def _watcher(self, uri='qemu:///system', reload_interval=60):
         watcher = libvirt_dp.Watcher(
             uri, self.changes.put, lambda: self.connects.put(True),
-            backoff_cap=1.0)
+            backoff_cap=1.0, reload_interval=reload_interval)
         watcher.start()
         self.addCleanup(watcher.stop)
         return watcher
@@ -103,6 +103,18 @@ class WatcherTestCase(test_base.BaseTestCase):
         self._changed(dom.uuid)
         self.assertEqual('domain is not defined',
                          watcher.resolve(dom.uuid, mac).down)
+
+    def test_periodic_reload_heals_the_cache(self):
+        mac = base.random_mac()
+        dom = self.useFixture(libvirt_fixture.DomainFixture(
+            [{'mac': mac, 'type': 'ethernet'}]))
+        watcher = self._watcher(reload_interval=0.5)
+        self.assertIsNotNone(watcher.resolve(dom.uuid, mac).device)
+        # A cache gone wrong with no event to say so...
+        watcher._domains.pop(dom.uuid)
+        # ...is put right by the next reload, which reports the change.
+        self._changed(dom.uuid, timeout=5)
+        self.assertIsNotNone(watcher.resolve(dom.uuid, mac).device)
 
     def test_hot_plug_and_unplug(self):
         watcher = self._watcher()
