@@ -41,6 +41,8 @@ MAX_MTU = 65535
 MAX_REVISION = 2 ** 63 - 1
 #: OVS's "dead" VLAN: a port tagged with it forwards nothing.
 DEAD_VLAN = 4095
+#: Most bindings one sync_ports call may carry.
+MAX_BINDINGS = 10000
 
 _UUID_RE = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
                       r'[0-9a-f]{12}$')
@@ -242,6 +244,26 @@ class Binding:
         """True when everything but the revision is equal."""
         return (dataclasses.replace(self, revision=0) ==
                 dataclasses.replace(other, revision=0))
+
+
+def parse_many(items, default_mtu=1500):
+    """Validate a list of untrusted bindings: all of them, or raise.
+
+    One bad binding, a repeated port id, or more than MAX_BINDINGS
+    rejects the whole list, so a caller changes nothing on a bad request.
+    """
+    if not isinstance(items, list):
+        raise _invalid('bindings', 'must be a list, not %s' %
+                       type(items).__name__)
+    if len(items) > MAX_BINDINGS:
+        raise _invalid('bindings', 'more than %d bindings' % MAX_BINDINGS)
+    parsed = [Binding.from_dict(data, default_mtu) for data in items]
+    seen = set()
+    for b in parsed:
+        if b.port_id in seen:
+            raise _invalid('port_id', '%s appears twice' % b.port_id)
+        seen.add(b.port_id)
+    return parsed
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Binding))

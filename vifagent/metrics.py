@@ -41,14 +41,47 @@ BIND_LATENCY = prom.Histogram(
     registry=REGISTRY)
 
 
+class Health:
+    """The agent's dependencies and other checks, for /healthz and metrics.
+
+    A dependency is a name and a function telling whether it is up; a
+    check is a function returning a list of problems (empty when fine).
+    """
+
+    def __init__(self):
+        self._dependencies = {}
+        self._checks = []
+
+    def add_dependency(self, name, is_up):
+        self._dependencies[name] = is_up
+
+    def add_check(self, problems):
+        self._checks.append(problems)
+
+    def dependencies(self):
+        """Whether each dependency is up."""
+        return {name: bool(is_up())
+                for name, is_up in self._dependencies.items()}
+
+    def problems(self):
+        """Reasons the agent is unhealthy; empty when it is healthy."""
+        problems = ['%s is not connected' % name
+                    for name, up in sorted(self.dependencies().items())
+                    if not up]
+        for check in self._checks:
+            problems.extend(check())
+        return problems
+
+
 class _AgentCollector:
     """Reads the agent's own state at scrape time."""
 
-    def __init__(self, agent):
-        self.agent = agent
+    def __init__(self, state, health):
+        self.state = state
+        self.health = health
 
     def collect(self):
-        state = self.agent.get_agent_state()
+        state = self.state()
         ports = core.GaugeMetricFamily(
             'vifagent_ports', 'Bound ports by status.', labels=['status'])
         for status, count in sorted(state['ports_by_status'].items()):
@@ -83,7 +116,7 @@ class _AgentCollector:
             'vifagent_dependency_up',
             'Whether each dependency is connected (1) or not (0).',
             labels=['dependency'])
-        for dependency, ok in sorted(self.agent.dependencies().items()):
+        for dependency, ok in sorted(self.health.dependencies().items()):
             up.add_metric([dependency], 1 if ok else 0)
         yield up
 
@@ -96,7 +129,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body = exposition.generate_latest(self.server.registry)
             self._send(200, exposition.CONTENT_TYPE_LATEST, body)
         elif self.path == '/healthz':
-            problems = self.server.agent.health()
+            problems = self.server.health.problems()
             body = json.dumps({'status': 'ok' if not problems else 'fail',
                                'problems': problems}).encode()
             self._send(503 if problems else 200, 'application/json', body)
@@ -115,14 +148,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class MetricsServer:
-    """The HTTP endpoint on its own thread."""
+    """The HTTP endpoint on its own thread.
 
-    def __init__(self, agent, host, port):
-        self._collector = _AgentCollector(agent)
+    ``state`` returns the agent's state (as get_agent_state); ``health``
+    is a Health. Neither may block: scrapes must answer during a plug.
+    """
+
+    def __init__(self, state, health, host, port):
+        self._collector = _AgentCollector(state, health)
         REGISTRY.register(self._collector)
         self._httpd = http.server.ThreadingHTTPServer((host, port), _Handler)
         self._httpd.daemon_threads = True
-        self._httpd.agent = agent
+        self._httpd.health = health
         self._httpd.registry = REGISTRY
         self.address = self._httpd.server_address[:2]
         self._thread = threading.Thread(target=self._httpd.serve_forever,

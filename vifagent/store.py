@@ -82,10 +82,20 @@ class Store:
         self._db.execute('PRAGMA journal_mode=WAL')
         self._db.execute('PRAGMA synchronous=FULL')
         self._db.executescript(_SCHEMA)
+        # Reads have their own connection: under WAL they see the last
+        # commit and never wait for a writer (a long sync, say).
+        self._read_lock = threading.Lock()
+        self._reader = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
 
     def close(self):
-        with self._lock:
+        with self._lock, self._read_lock:
             self._db.close()
+            self._reader.close()
+
+    def _read(self, sql, args=()):
+        with self._read_lock:
+            return self._reader.execute(sql, args).fetchall()
 
     def _binding(self, data):
         # Stored bindings were validated on the way in; validating again
@@ -96,30 +106,26 @@ class Store:
 
     # -- reads ------------------------------------------------------------
     def get(self, port_id):
-        with self._lock:
-            row = self._db.execute(
-                'SELECT data FROM bindings WHERE port_id = ?',
-                (port_id,)).fetchone()
-        return self._binding(row[0]) if row else None
+        rows = self._read('SELECT data FROM bindings WHERE port_id = ?',
+                          (port_id,))
+        return self._binding(rows[0][0]) if rows else None
 
     def all(self):
-        with self._lock:
-            rows = self._db.execute(
-                'SELECT data FROM bindings ORDER BY port_id').fetchall()
+        rows = self._read('SELECT data FROM bindings ORDER BY port_id')
         return [self._binding(row[0]) for row in rows]
+
+    def port_ids(self):
+        return [r[0] for r in self._read(
+            'SELECT port_id FROM bindings ORDER BY port_id')]
 
     def vlans(self):
         """Return ``{network_id: vlan}``."""
-        with self._lock:
-            return dict(self._db.execute(
-                'SELECT network_id, vlan FROM vlans').fetchall())
+        return dict(self._read('SELECT network_id, vlan FROM vlans'))
 
     def vlan_for(self, network_id):
-        with self._lock:
-            row = self._db.execute(
-                'SELECT vlan FROM vlans WHERE network_id = ?',
-                (network_id,)).fetchone()
-        return row[0] if row else None
+        rows = self._read('SELECT vlan FROM vlans WHERE network_id = ?',
+                          (network_id,))
+        return rows[0][0] if rows else None
 
     # -- writes -----------------------------------------------------------
     def put(self, binding):
@@ -240,25 +246,25 @@ class Store:
 
     def reported(self):
         """``{port_id: (status, reason)}`` last reported to the controller."""
-        with self._lock:
-            return {pid: (status, reason) for pid, status, reason in
-                    self._db.execute('SELECT port_id, status, reason '
-                                     'FROM reported')}
+        return {pid: (status, reason) for pid, status, reason in
+                self._read('SELECT port_id, status, reason FROM reported')}
 
     def set_reported(self, statuses):
         """Remember ``{port_id: (status, reason)}`` as reported."""
         with self._lock, self._transaction():
+            # Only for ports still bound: a report that raced an unbind
+            # must not leave a row behind.
             self._db.executemany(
                 'INSERT OR REPLACE INTO reported (port_id, status, reason) '
-                'VALUES (?, ?, ?)',
-                [(pid, status, reason)
+                'SELECT ?, ?, ? WHERE EXISTS '
+                '(SELECT 1 FROM bindings WHERE port_id = ?)',
+                [(pid, status, reason, pid)
                  for pid, (status, reason) in statuses.items()])
 
     def unbinding(self):
         """Port ids whose removal from the host is not confirmed yet."""
-        with self._lock:
-            return [r[0] for r in self._db.execute(
-                'SELECT port_id FROM unbinding ORDER BY port_id')]
+        return [r[0] for r in self._read(
+            'SELECT port_id FROM unbinding ORDER BY port_id')]
 
     def forget(self, port_ids):
         """The host holds nothing more of these ports: drop tombstones."""

@@ -31,7 +31,7 @@ from vifagent import binding as binding_mod
 from vifagent import conf as vifagent_conf  # noqa: F401 (registers opts)
 from vifagent import privileged
 from vifagent.reconcile import apply
-from vifagent.reconcile import state
+from vifagent import state
 
 CONF = cfg.CONF
 

@@ -25,6 +25,9 @@ from vifagent import service
 LOG = logging.getLogger(__name__)
 CONF = cfg.CONF
 
+#: Seconds SIGTERM waits for an orderly stop before the process exits.
+STOP_TIMEOUT = 8
+
 
 def main(argv=None):
     logging.register_options(CONF)
@@ -42,7 +45,13 @@ def main(argv=None):
     agent.start()
     while not stop.wait(1):
         pass
-    agent.stop()
+    # Chains stay whatever happens here; a stop that hangs (a broker that
+    # does not answer a goodbye, say) must not keep the process alive.
+    stopper = threading.Thread(target=agent.stop, name='stop', daemon=True)
+    stopper.start()
+    stopper.join(STOP_TIMEOUT)
+    if stopper.is_alive():
+        LOG.warning('Stopping took over %d s; exiting anyway', STOP_TIMEOUT)
     return 0
 
 

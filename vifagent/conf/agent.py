@@ -33,6 +33,13 @@ agent_opts = [
     cfg.IntOpt(
         'report_interval', default=30, min=1,
         help='Seconds between report_state heartbeats.'),
+    cfg.FloatOpt(
+        'report_retry_cap', default=5.0, min=0.1,
+        help='Longest wait in seconds between two attempts to send a '
+             'report the broker did not take. Reports are sent by their '
+             'own thread and never hold up repairs; while the broker is '
+             'away the latest status of each port is kept and sent once '
+             'it is back.'),
     cfg.IntOpt(
         'resync_interval', default=60, min=1,
         help='Seconds between full reconciliation passes (with 10% '

@@ -17,12 +17,15 @@ netlink socket. Writes are planned operations handed in one batch to the
 privileged daemon (vifagent.privileged.linux).
 """
 
+import dataclasses
+
 from oslo_log import log as logging
 
 from vifagent import binding
-from vifagent.dataplane import rtnl
+from vifagent.kernel import ethtool
+from vifagent.kernel import rtnl
+from vifagent import ops
 from vifagent.privileged import linux as priv_linux
-from vifagent.reconcile import state
 
 LOG = logging.getLogger(__name__)
 
@@ -52,33 +55,37 @@ class LinuxDataplane:
         """
         if names is not None and len(names) <= _GET_THRESHOLD:
             found = (self._reader.get(name) for name in names)
-            records = [fields for fields in found if fields is not None]
+            records = [link for link in found if link is not None]
         else:
             wanted = interesting if names is None else set(names).__contains__
             records = self._reader.dump(wanted)
         links = {}
-        for fields in records:
-            name = fields['name']
-            if name.startswith(binding.BRIDGE_VETH_PREFIX) and \
-                    fields.get('kind') == 'veth':
-                fields['tx_checksum'] = self._tx_checksum(name)
-            links[name] = state.Link(**fields)
+        for link in records:
+            if link.name.startswith(binding.BRIDGE_VETH_PREFIX) and \
+                    link.kind == 'veth':
+                link = dataclasses.replace(
+                    link, tx_checksum=self._tx_checksum(link.name))
+            links[link.name] = link
         return links
 
     @staticmethod
     def _tx_checksum(name):
         try:
-            return priv_linux.tx_checksum(name)
+            return ethtool.tx_checksum(name)
         except OSError as e:
             # The device went away between the dump and this read.
             LOG.debug('Cannot read offload of %s: %s', name, e)
             return None
 
     def apply(self, groups, deletes):
-        """Run planned link operations; see privileged.linux."""
+        """Run ``{key: [LinkOp]}`` after deleting ``deletes``.
+
+        Returns ``{"ports": {key: error}, "deletes": {name: error}}``.
+        """
         if not groups and not deletes:
             return {'ports': {}, 'deletes': {}}
-        return priv_linux.apply_link_ops(groups, sorted(deletes))
+        return priv_linux.apply_link_ops(ops.encode_groups(groups),
+                                         sorted(deletes))
 
     def netns_up(self, requests):
         """Bring up ``{key: netns}``'s eth0; return ``{key: error}``."""

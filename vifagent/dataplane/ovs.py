@@ -29,7 +29,7 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 
 from vifagent import binding
 from vifagent import exception
-from vifagent.reconcile import state
+from vifagent import state
 
 LOG = logging.getLogger(__name__)
 
@@ -108,27 +108,26 @@ class _ApplyPorts(command.BaseCommand):
                     reason='bridge %s does not exist' % self.bridge)
         for spec in self.adds:
             iface = txn.insert(tables['Interface'])
-            iface.name = spec['name']
-            iface.external_ids = spec['external_ids']
+            iface.name = spec.name
+            iface.external_ids = spec.external_ids
             port = txn.insert(tables['Port'])
-            port.name = spec['name']
+            port.name = spec.name
             port.interfaces = [iface]
-            port.tag = spec['tag']
-            port.other_config = spec['other_config']
+            port.tag = spec.tag
+            port.other_config = spec.other_config
             br.addvalue('ports', port)
             txn.expected_ifaces.add(iface.uuid)
         for spec in self.updates:
-            port = ports.get(spec['name'])
+            port = ports.get(spec.name)
             if port is None:
                 raise exception.OvsdbError(
-                    reason='port %s vanished' % spec['name'])
-            if 'tag' in spec:
-                port.tag = spec['tag']
-            for key, value in spec.get('other_config', {}).items():
+                    reason='port %s vanished' % spec.name)
+            if spec.tag is not None:
+                port.tag = spec.tag
+            for key, value in spec.other_config.items():
                 port.setkey('other_config', key, value)
-            ext_ids = spec.get('external_ids', {})
             for iface in port.interfaces:
-                for key, value in ext_ids.items():
+                for key, value in spec.external_ids.items():
                     iface.setkey('external_ids', key, value)
 
 

@@ -17,30 +17,27 @@ entrypoint call executes them all on one long-lived netlink socket, so an
 apply of any size costs one privsep round trip. Operations of one port run
 in order and stop at that port's first failure; other ports go on.
 
-An operation is a list ``[name, arg, ...]`` of JSON primitives (privsep
-serialises them with msgpack): see ``_OPS`` for the vocabulary.
+Operations arrive as the wire form of ``vifagent.ops.LinkOp`` (privsep
+serialises primitives with msgpack) and are decoded here: anything outside
+``vifagent.ops.Op`` is refused before any of the batch runs.
 """
 
-import array
 import errno
-import fcntl
 import random
-import socket
-import struct
 import threading
 
 from oslo_log import log as logging
 from pyroute2 import IPRoute
 from pyroute2.netlink import exceptions as nl_exc
 
-from vifagent.dataplane import rtnl
+from vifagent.kernel import ethtool
+from vifagent.kernel import rtnl
+from vifagent.ops import Op
+from vifagent import ops as ops_mod
 from vifagent import privileged
 
 LOG = logging.getLogger(__name__)
 
-_SIOCETHTOOL = 0x8946
-_ETHTOOL_GTXCSUM = 0x16
-_ETHTOOL_STXCSUM = 0x17
 # Link groups used for batched deletion: a batch moves its devices into a
 # fresh group from this range and deletes the group with one request, so
 # the kernel pays one RCU grace period for the batch instead of one per
@@ -71,21 +68,6 @@ def _reader():
     if _rtnl is None:
         _rtnl = rtnl.LinkReader()
     return _rtnl
-
-
-def tx_checksum(ifname, enable=None):
-    """Read (enable None) or set a device's tx checksum offload.
-
-    TCP through OVS's userspace datapath carries no data while the veth
-    offloads checksums, so qvb must have it off. Reading needs no
-    privilege, which lets observation use this too.
-    """
-    cmd = _ETHTOOL_GTXCSUM if enable is None else _ETHTOOL_STXCSUM
-    value = array.array('I', [cmd, 0 if enable is None else int(enable)])
-    ifreq = struct.pack('16sP', ifname.encode(), value.buffer_info()[0])
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        fcntl.ioctl(sock.fileno(), _SIOCETHTOOL, ifreq)
-    return bool(value[1])
 
 
 class LinkExecutor:
@@ -121,17 +103,17 @@ class LinkExecutor:
         # the namespace, done by set_up_in_netns() in the wider context.
 
     def set_link(self, name, changes):
-        """Apply merged set_* operations to one device in one request."""
+        """Apply merged setter LinkOps to one device in one request."""
         attrs = {}
-        for op, value in changes:
-            if op == 'set_alias':
-                attrs['ifalias'] = value
-            elif op == 'set_mtu':
-                attrs['mtu'] = value
-            elif op == 'set_up':
+        for op in changes:
+            if op.op is Op.SET_ALIAS:
+                attrs['ifalias'] = op.args[0]
+            elif op.op is Op.SET_MTU:
+                attrs['mtu'] = op.args[0]
+            elif op.op is Op.SET_UP:
                 attrs['state'] = 'up'
-            elif op == 'set_master':
-                attrs['master'] = self._index(value) if value else 0
+            elif op.op is Op.SET_MASTER:
+                attrs['master'] = self._index(op.args[0])
         self.ipr.link('set', ifname=name, **attrs)
 
     def disable_ipv6(self, name):
@@ -144,52 +126,44 @@ class LinkExecutor:
             pass
 
     def tx_checksum_off(self, name):
-        tx_checksum(name, False)
+        ethtool.tx_checksum(name, False)
 
     # -- batches ----------------------------------------------------------
-    def run(self, groups):
-        """Run ``{key: [op, ...]}``; return ``{key: error}`` for failures.
+    def _handlers(self):
+        """Each non-setter Op and the method that runs it."""
+        return {
+            Op.CREATE_BRIDGE: self.create_bridge,
+            Op.SET_BRIDGE_OPTIONS: self.set_bridge_options,
+            Op.CREATE_VETH: self.create_veth,
+            Op.CREATE_NETNS_TAP: self.create_netns_tap,
+            Op.DISABLE_IPV6: self.disable_ipv6,
+            Op.TX_CHECKSUM_OFF: self.tx_checksum_off,
+        }
 
-        Consecutive set_* operations on one device are merged into a
-        single netlink request (the planner emits them together).
+    def run(self, groups):
+        """Run ``{key: [LinkOp]}``; return ``{key: error}`` for failures.
+
+        Consecutive setters on one device are merged into a single
+        netlink request (the planner emits them together).
         """
+        handlers = self._handlers()
         errors = {}
-        for key, ops in groups.items():
+        for key, group in groups.items():
             try:
-                for name, args, target in self._merged(ops):
+                for device, ops in _merged(group):
                     try:
-                        if name == 'set_link':
-                            self.set_link(target, args)
+                        if ops[0].op in ops_mod.SETTERS:
+                            self.set_link(device, ops)
                         else:
-                            getattr(self, name)(*args)
-                    except (OSError, nl_exc.NetlinkError, ValueError) as e:
-                        raise _OpFailed('%s %s: %s' % (name, target, e))
+                            handlers[ops[0].op](device, *ops[0].args)
+                    except (OSError, nl_exc.NetlinkError, ValueError,
+                            TypeError) as e:
+                        raise _OpFailed('%s %s: %s' % (
+                            ops[0].op.value, device, e))
             except _OpFailed as e:
                 errors[key] = str(e)
                 LOG.warning('Port %s: %s', key, errors[key])
         return errors
-
-    @staticmethod
-    def _merged(ops):
-        """Yield (operation, args, device), merging runs of set_* ops."""
-        pending, target = [], None
-        for op in ops:
-            name, args = op[0], list(op[1:])
-            if name in _SETTERS:
-                if pending and args[0] != target:
-                    yield 'set_link', pending, target
-                    pending = []
-                target = args[0]
-                pending.append((name, args[1] if len(args) > 1 else None))
-                continue
-            if pending:
-                yield 'set_link', pending, target
-                pending = []
-            if name not in _OPS:
-                raise _OpFailed('unknown operation %s' % name)
-            yield name, args, args[0] if args else ''
-        if pending:
-            yield 'set_link', pending, target
 
     def _index(self, name):
         found = self.ipr.link_lookup(ifname=name)
@@ -230,8 +204,8 @@ class LinkExecutor:
             except nl_exc.NetlinkError as e:
                 if e.code != errno.ENODEV:
                     return names
-        members = {link['name'] for link in _reader().dump()
-                   if link['group'] == group}
+        members = {link.name for link in _reader().dump()
+                   if link.group == group}
         if moved and members <= set(names):
             try:
                 self.ipr.link('del', group=group)
@@ -246,13 +220,21 @@ class _OpFailed(Exception):
     """One port's operation failed; its remaining operations are skipped."""
 
 
-# The operations a plan may name: LinkExecutor methods, and the setters
-# that are merged into one request per device.
-_OPS = frozenset([
-    'create_bridge', 'set_bridge_options', 'create_veth', 'create_netns_tap',
-    'disable_ipv6', 'tx_checksum_off',
-])
-_SETTERS = frozenset(['set_alias', 'set_mtu', 'set_up', 'set_master'])
+def _merged(group):
+    """Yield ``(device, [LinkOp])``: runs of setters on one device merged,
+    every other operation alone."""
+    pending = []
+    for op in group:
+        if pending and (op.op not in ops_mod.SETTERS or
+                        op.device != pending[0].device):
+            yield pending[0].device, pending
+            pending = []
+        if op.op in ops_mod.SETTERS:
+            pending.append(op)
+        else:
+            yield op.device, [op]
+    if pending:
+        yield pending[0].device, pending
 
 
 @privileged.net_admin.entrypoint
@@ -261,6 +243,7 @@ def apply_link_ops(groups, deletes):
 
     Returns ``{"ports": {key: error}, "deletes": {name: error}}``.
     """
+    groups = ops_mod.decode_groups(groups)
     with _lock:
         executor = LinkExecutor(_socket())
         delete_errors = executor.delete(deletes)

@@ -26,30 +26,15 @@ from oslo_log import log as logging
 
 from vifagent import binding as binding_mod
 from vifagent import exception
+from vifagent.reconcile import observe as observe_mod
 from vifagent.reconcile import plan as plan_mod
-from vifagent.reconcile import state
+from vifagent import state
 
 LOG = logging.getLogger(__name__)
 
 # How long to wait for ovs-vswitchd to attach a qvo (give it an ofport)
 # after a veth was re-created under an existing OVS port.
 _ATTACH_WAIT = 2.0
-
-
-@dataclasses.dataclass
-class PortResult:
-    """The outcome of plugging or unplugging one port."""
-
-    port_id: str
-    status: str
-    reason: str = None
-    vlan: int = None
-    devices: dict = None
-    repairs: list = dataclasses.field(default_factory=list)
-    foreign: list = dataclasses.field(default_factory=list)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
@@ -69,6 +54,8 @@ class Engine:
         self.linux = linux
         self.ovs = ovs
         self.owner = owner
+        self.observer = observe_mod.Observer(linux, ovs)
+        self.observe = self.observer.observe
         self.counters = Counters()
 
     @classmethod
@@ -88,28 +75,13 @@ class Engine:
         self.ovs.stop()
         self.linux.close()
 
-    # -- observation ------------------------------------------------------
-    @staticmethod
-    def _names(ports):
-        names = set()
-        for port in ports:
-            devices = port.devices
-            names.update((devices.qbr, devices.qvb, devices.qvo))
-            if port.tap:
-                names.add(port.tap)
-        return names
-
-    def observe(self, names):
-        return state.Observed(links=self.linux.observe(names),
-                              ovs_ports=self.ovs.observe(names))
-
     # -- plug -------------------------------------------------------------
     def plug(self, ports):
         """Make each DesiredPort's chain whole; return {port_id: result}."""
         ports = list(ports)
         if not ports:
             return {}
-        names = self._names(ports)
+        names = observe_mod.names_of(ports)
         observed = self.observe(names)
         plan = plan_mod.plan_plug(ports, observed, self.owner,
                                   self.ovs.bridge)
@@ -141,17 +113,13 @@ class Engine:
         # Isolate first: a port whose Linux side failed is not added, and
         # an existing one is moved to the dead VLAN until a later apply
         # completes it.
-        adds = [s for s in plan.ovs_adds if s['port_id'] not in errors]
-        updates = []
-        for spec in plan.ovs_updates:
-            if spec['port_id'] in errors:
-                spec = {'port_id': spec['port_id'], 'name': spec['name'],
-                        'tag': binding_mod.DEAD_VLAN}
-            updates.append(spec)
+        adds = [s for s in plan.ovs_adds if s.port_id not in errors]
+        updates = [state.OvsPortSpec(s.port_id, s.name, binding_mod.DEAD_VLAN)
+                   if s.port_id in errors else s for s in plan.ovs_updates]
         if not (adds or updates or plan.ovs_deletes):
             return
         deletes = plan.ovs_deletes
-        readds = set(deletes) & {spec['name'] for spec in adds}
+        readds = set(deletes) & {spec.name for spec in adds}
         try:
             if readds:
                 # Deleted and added again in one transaction, a port would
@@ -164,7 +132,7 @@ class Engine:
         except exception.OvsdbError as e:
             LOG.error('OVSDB transaction failed: %s', e)
             for spec in adds + updates:
-                errors.setdefault(spec['port_id'], str(e))
+                errors.setdefault(spec.port_id, str(e))
             for name in plan.ovs_deletes:
                 errors.setdefault(name, str(e))
 
@@ -188,7 +156,7 @@ class Engine:
         results = {}
         for port in ports:
             pid = port.port_id
-            result = PortResult(
+            result = state.PortResult(
                 port_id=pid, status=state.ERROR, vlan=port.vlan,
                 devices=_devices(port, observed),
                 repairs=plan.repairs.get(pid, []))
@@ -248,7 +216,7 @@ class Engine:
             if port is not None and port.owned_by(pid):
                 mine.append('ovs:%s' % devices.qvo)
             foreign = [n for n in plan.foreign if n in devices.all()]
-            results[pid] = PortResult(
+            results[pid] = state.PortResult(
                 port_id=pid,
                 status=state.ERROR if mine else None,
                 reason='left behind: %s' % ', '.join(mine) if mine else None,

@@ -24,18 +24,20 @@ or a restart makes no writes at all.
 import dataclasses
 
 from vifagent import binding as binding_mod
-from vifagent.reconcile import state
+from vifagent.ops import LinkOp
+from vifagent.ops import Op
+from vifagent import state
 
 
 @dataclasses.dataclass
 class Plan:
     """Actions for one apply, grouped the way apply batches them."""
 
-    #: port_id -> ordered link operations (see privileged.linux)
+    #: port_id -> ordered LinkOps
     link_ops: dict = dataclasses.field(default_factory=dict)
     #: link names to delete, in one batch, before any link_ops run
     deletes: list = dataclasses.field(default_factory=list)
-    #: OVS port specs to add / update, names to delete (one transaction)
+    #: OvsPortSpecs to add / update, names to delete (one transaction)
     ovs_adds: list = dataclasses.field(default_factory=list)
     ovs_updates: list = dataclasses.field(default_factory=list)
     ovs_deletes: list = dataclasses.field(default_factory=list)
@@ -55,8 +57,7 @@ class Plan:
     def ports(self):
         """Port ids this plan changes something for."""
         ids = set(self.link_ops) | set(self.netns_up) | set(self.repairs)
-        for spec in self.ovs_adds + self.ovs_updates:
-            ids.add(spec['port_id'])
+        ids.update(spec.port_id for spec in self.ovs_adds + self.ovs_updates)
         return ids
 
 
@@ -113,15 +114,15 @@ class _PortPlanner:
     def _common(self, link, name, mark=True, mtu=True):
         """Alias, MTU and up for an existing device we keep."""
         if mark and link.alias != self.alias:
-            self.ops.append(['set_alias', name, self.alias])
+            self.ops.append(LinkOp(Op.SET_ALIAS, name, (self.alias,)))
             self._repair('adopt' if not link.marked else 'alias')
         if mtu and link.mtu != self.mtu:
-            self.ops.append(['set_mtu', name, self.mtu])
+            self.ops.append(LinkOp(Op.SET_MTU, name, (self.mtu,)))
             self._repair('mtu')
 
     def _up(self, link, name):
         if link is None or not link.up:
-            self.ops.append(['set_up', name])
+            self.ops.append(LinkOp(Op.SET_UP, name))
             if link is not None:
                 self._repair('down')
 
@@ -129,18 +130,18 @@ class _PortPlanner:
         name = self.names.qbr
         link = self.links.get(name)
         if link is None:
-            self.ops += [['create_bridge', name], ['disable_ipv6', name],
-                         ['set_alias', name, self.alias], ['set_up', name]]
+            self.ops += [LinkOp(Op.CREATE_BRIDGE, name), LinkOp(Op.DISABLE_IPV6, name),
+                         LinkOp(Op.SET_ALIAS, name, (self.alias,)), LinkOp(Op.SET_UP, name)]
             self._repair('qbr_missing')
             return
         if link.kind != 'bridge':
             self._conflict(name, link)
             return
         if (link.stp, link.forward_delay, link.mcast_snooping) != (0, 0, 0):
-            self.ops.append(['set_bridge_options', name])
+            self.ops.append(LinkOp(Op.SET_BRIDGE_OPTIONS, name))
             self._repair('bridge_options')
         if not link.ipv6_disabled:
-            self.ops.append(['disable_ipv6', name])
+            self.ops.append(LinkOp(Op.DISABLE_IPV6, name))
             self._repair('ipv6')
         # A bridge's MTU follows its ports; it is not set directly.
         self._common(link, name, mtu=False)
@@ -166,7 +167,7 @@ class _PortPlanner:
                 self.plan.deletes.append(qvb_name)
             if qvo is not None and (qvb is None or qvb.peer != qvo.index):
                 self.plan.deletes.append(qvo_name)
-            self.ops.append(['create_veth', qvb_name, qvo_name, self.mtu])
+            self.ops.append(LinkOp(Op.CREATE_VETH, qvb_name, (qvo_name, self.mtu)))
             self.veth_created = True
             self._repair('veth_missing' if qvb is None and qvo is None
                          else 'veth_broken')
@@ -174,21 +175,21 @@ class _PortPlanner:
         # Each device's set_* operations stay together: the privileged
         # side merges them into one netlink request per device.
         if qvb is None or qvb.tx_checksum:
-            self.ops.append(['tx_checksum_off', qvb_name])
+            self.ops.append(LinkOp(Op.TX_CHECKSUM_OFF, qvb_name))
             if qvb is not None:
                 self._repair('offload')
         if qvb is None:
-            self.ops.append(['set_alias', qvb_name, self.alias])
+            self.ops.append(LinkOp(Op.SET_ALIAS, qvb_name, (self.alias,)))
         else:
             self._common(qvb, qvb_name)
         bridge_index = self._bridge_index()
         if qvb is None or bridge_index is None or qvb.master != bridge_index:
-            self.ops.append(['set_master', qvb_name, self.names.qbr])
+            self.ops.append(LinkOp(Op.SET_MASTER, qvb_name, (self.names.qbr,)))
             if qvb is not None and bridge_index is not None:
                 self._repair('qvb_master')
         self._up(qvb, qvb_name)
         if qvo is None:
-            self.ops.append(['set_alias', qvo_name, self.alias])
+            self.ops.append(LinkOp(Op.SET_ALIAS, qvo_name, (self.alias,)))
         else:
             self._common(qvo, qvo_name)
         # OVS does not bring system ports up: qvo is ours to set up.
@@ -210,9 +211,10 @@ class _PortPlanner:
                 self.plan.deletes.append(name)
                 tap = None
             if tap is None:
-                self.ops += [['create_netns_tap', name, binding.netns,
-                              binding.mac_address, self.mtu],
-                             ['set_alias', name, self.alias]]
+                self.ops += [LinkOp(Op.CREATE_NETNS_TAP, name,
+                                    (binding.netns, binding.mac_address,
+                                     self.mtu)),
+                             LinkOp(Op.SET_ALIAS, name, (self.alias,))]
                 self.plan.netns_up[self.pid] = binding.netns
                 self._repair('tap_missing')
             else:
@@ -239,7 +241,7 @@ class _PortPlanner:
             self._common(tap, name, mark=False)
         bridge_index = self._bridge_index()
         if tap is None or bridge_index is None or tap.master != bridge_index:
-            self.ops.append(['set_master', name, self.names.qbr])
+            self.ops.append(LinkOp(Op.SET_MASTER, name, (self.names.qbr,)))
             if tap is not None and bridge_index is not None:
                 self._repair('tap_master')
         self._up(tap, name)
@@ -251,6 +253,7 @@ class _PortPlanner:
         ext_ids = ovs_external_ids(binding, self.owner)
         other = {'net_uuid': binding.network_id}
         tag = self.port.tag
+        add = state.OvsPortSpec(self.pid, name, tag, ext_ids, other)
         port = self.ovs_ports.get(name)
         if port is None or port.bridge != self.bridge:
             if port is not None:
@@ -258,9 +261,7 @@ class _PortPlanner:
                 self._repair('ovs_wrong_bridge')
             else:
                 self._repair('ovs_missing')
-            self.plan.ovs_adds.append({
-                'port_id': self.pid, 'name': name, 'tag': tag,
-                'external_ids': ext_ids, 'other_config': other})
+            self.plan.ovs_adds.append(add)
             return
         qvo = self.links.get(name)
         stale = (port.ifindex and qvo is not None and
@@ -272,28 +273,23 @@ class _PortPlanner:
             # removing the port and adding it again makes it open the new
             # device (apply does that in two transactions).
             self.plan.ovs_deletes.append(name)
-            self.plan.ovs_adds.append({
-                'port_id': self.pid, 'name': name, 'tag': tag,
-                'external_ids': ext_ids, 'other_config': other})
+            self.plan.ovs_adds.append(add)
             self._repair('ovs_readd')
             return
-        update = {}
-        if port.tag != tag:
-            update['tag'] = tag
+        new_tag = tag if port.tag != tag else None
+        if new_tag is not None:
             self._repair('ovs_tag')
         ext_diff = {k: v for k, v in ext_ids.items()
                     if port.external_ids.get(k) != v}
         if ext_diff:
-            update['external_ids'] = ext_diff
             self._repair('ovs_external_ids')
         other_diff = {k: v for k, v in other.items()
                       if port.other_config.get(k) != v}
         if other_diff:
-            update['other_config'] = other_diff
             self._repair('ovs_other_config')
-        if update:
-            update.update(port_id=self.pid, name=name)
-            self.plan.ovs_updates.append(update)
+        if new_tag is not None or ext_diff or other_diff:
+            self.plan.ovs_updates.append(state.OvsPortSpec(
+                self.pid, name, new_tag, ext_diff, other_diff))
 
 
 def plan_plug(ports, observed, owner, bridge):

@@ -13,7 +13,7 @@
 """The reconciliation worker: events mark ports dirty, one thread repairs.
 
 Level-triggered: an event says only "look at this port again", never what
-to do. The worker coalesces marks, asks the agent to reconcile the dirty
+to do. The worker coalesces marks, asks the reconciler to repair the dirty
 ports (observe, plan, apply, verify), retries failures with exponential
 backoff up to a cap, and runs a full pass (every port, the integration
 bridge, garbage collection) every resync interval with jitter, or at once
@@ -105,12 +105,12 @@ class Backoff:
         return min(self.due.values()) if self.due else None
 
 
-class Reconciler:
+class Worker:
     """Runs ``reconcile(port_ids)`` and ``full_pass()`` on one thread.
 
-    ``reconcile`` and ``full_pass`` come from the agent and return
-    ``{port_id: PortResult}``; the worker owns scheduling, retries and
-    counters.
+    ``reconcile`` and ``full_pass`` come from the Reconciler that owns
+    this worker and return ``{port_id: PortResult}``; the worker owns
+    scheduling, retries and counters.
     """
 
     def __init__(self, reconcile, full_pass, interval, max_retries=5,
@@ -231,7 +231,7 @@ class Reconciler:
         ok = True
         for pid, result in results.items():
             self.stats.repairs.update(result.repairs)
-            if result.status == 'ERROR':
+            if result.failed:
                 ok = False
                 self.stats.errors += 1
                 if not self.backoff.failed(pid, now):

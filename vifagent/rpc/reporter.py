@@ -10,7 +10,18 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Agent to controller: batched status casts and the heartbeat."""
+"""Agent to controller: status casts and the heartbeat, on their own thread.
+
+Nothing else in the agent waits for the broker. The reconciler records
+statuses in a StatusBook; this thread sends what the controller has not
+heard (the latest status per port, in batches), and the heartbeat every
+``report_interval``. Each cast is tried a bounded number of times; a
+failed send is tried again after a backoff, so the statuses that changed
+while the broker was away reach the controller once it is back.
+"""
+
+import threading
+import time
 
 from oslo_log import log as logging
 import oslo_messaging as messaging
@@ -19,32 +30,100 @@ from vifagent import rpc
 
 LOG = logging.getLogger(__name__)
 
+#: Most statuses in one port_status cast.
+BATCH = 500
+#: Tries of one cast inside oslo.messaging before this thread backs off.
+_CAST_RETRY = 1
+_FIRST_BACKOFF = 0.2
+
 
 class Reporter:
-    """Casts reports on ``[agent] report_topic`` as fanout."""
+    """Casts reports on ``[agent] report_topic`` as fanout.
 
-    def __init__(self, transport, conf):
+    ``book`` is the StatusBook to drain; ``state`` returns the heartbeat
+    payload. ``up`` is False after a cast failed and until one succeeds.
+    """
+
+    def __init__(self, transport, conf, book, state):
         self.host = conf.host
+        self.interval = conf.agent.report_interval
+        self.retry_cap = conf.agent.report_retry_cap
+        self._book = book
+        self._state = state
         target = messaging.Target(topic=conf.agent.report_topic,
                                   version=rpc.REPORT_VERSION)
+        # A bounded retry: oslo.messaging's default retries forever, and
+        # a fanout exchange that vanished with its last listener makes a
+        # cast fail with 404 until the connection declares it again.
         self._client = messaging.get_rpc_client(transport, target).prepare(
-            fanout=True)
+            fanout=True, retry=_CAST_RETRY)
+        self.up = None
+        self.sent_batches = 0
+        self.failures = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='reporter',
+                                        daemon=True)
 
-    def port_status(self, changes):
-        """Send one cast with every status change of one operation."""
-        if not changes:
-            return
-        statuses = [dict(change, host=self.host) for change in changes]
-        try:
-            self._client.cast({}, 'port_status', statuses=statuses)
-        except messaging.MessagingException as e:
-            # The broker may be away; the controller resyncs from
-            # list_ports, and the heartbeat carries the counts.
-            LOG.warning('Could not report %d status changes: %s',
-                        len(statuses), e)
+    def start(self):
+        self._thread.start()
 
-    def report_state(self, state):
+    def stop(self, timeout=5):
+        """Stop sending; a cast under way is given ``timeout`` seconds."""
+        self._stopping.set()
+        self._book.wake()
+        self._thread.join(timeout)
+
+    def to_dict(self):
+        return {'up': self.up, 'sent_batches': self.sent_batches,
+                'failures': self.failures,
+                'pending': len(self._book.pending())}
+
+    def _cast(self, method, **kwargs):
         try:
-            self._client.cast({}, 'report_state', state=state)
-        except messaging.MessagingException as e:
-            LOG.warning('Could not send heartbeat: %s', e)
+            self._client.cast({}, method, **kwargs)
+        except Exception as e:
+            self.failures += 1
+            if self.up is not False:
+                LOG.warning('Could not send %s, will retry: %s', method, e)
+            self.up = False
+            return False
+        if self.up is False:
+            LOG.info('Reports reach the broker again')
+        self.up = True
+        return True
+
+    def _send_statuses(self):
+        pending = self._book.pending()
+        items = sorted(pending.items())
+        for start in range(0, len(items), BATCH):
+            batch = dict(items[start:start + BATCH])
+            statuses = [{'port_id': pid, 'status': status, 'reason': reason,
+                         'host': self.host}
+                        for pid, (status, reason) in batch.items()]
+            if not self._cast('port_status', statuses=statuses):
+                return False
+            self.sent_batches += 1
+            self._book.sent(batch)
+        return True
+
+    def _run(self):
+        next_beat = time.monotonic() + self.interval
+        backoff = _FIRST_BACKOFF
+        while not self._stopping.is_set():
+            ok = self._send_statuses()
+            if ok and time.monotonic() >= next_beat:
+                try:
+                    state = self._state()
+                except Exception:
+                    LOG.exception('Could not gather the heartbeat')
+                    state = None
+                if state is not None:
+                    ok = self._cast('report_state', state=state)
+                if ok:
+                    next_beat = time.monotonic() + self.interval
+            if ok:
+                backoff = _FIRST_BACKOFF
+                self._book.wait(max(0.0, next_beat - time.monotonic()))
+            else:
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, self.retry_cap)

@@ -13,9 +13,11 @@
 """The agent's RPC endpoint: untrusted arguments in, plain dicts out."""
 
 import functools
+import time
 
 import oslo_messaging as messaging
 
+from vifagent import binding as binding_mod
 from vifagent import exception
 from vifagent import metrics
 from vifagent import rpc
@@ -40,53 +42,74 @@ def _counted(method):
 
 
 class AgentEndpoint:
-    """Calls of API 1.0; each delegates to the Agent after validation.
+    """Calls of API 1.0: validate every argument, then ask the reconciler.
 
-    The Agent validates every argument through vifagent.binding, so a bad
-    request raises a typed error before anything is stored or changed.
+    Arguments are untrusted: vifagent.binding turns them into typed values
+    or raises InvalidBinding before anything is stored or changed.
     """
 
     target = messaging.Target(version=rpc.API_VERSION)
 
-    def __init__(self, agent):
-        self.agent = agent
+    def __init__(self, reconciler, conf, extra_state=None):
+        self.reconciler = reconciler
+        self.default_mtu = conf.agent.default_mtu
+        self.started_at = time.time()
+        self._identity = {
+            'host': conf.host,
+            'topic': conf.agent.rpc_topic,
+            'api_version': rpc.API_VERSION,
+            'integration_bridge': conf.ovs.integration_bridge,
+        }
+        self._extra_state = extra_state or dict
 
     @messaging.expected_exceptions(*_EXPECTED)
     @_counted
     def bind_port(self, context, binding):
-        return self.agent.bind_port(binding)
+        with metrics.BIND_LATENCY.time():
+            return self.reconciler.bind(binding_mod.Binding.from_dict(
+                binding, self.default_mtu))
 
     @messaging.expected_exceptions(*_EXPECTED)
     @_counted
     def unbind_port(self, context, port_id):
-        return self.agent.unbind_port(port_id)
+        return self.reconciler.unbind(binding_mod.validate_uuid(port_id))
 
     @messaging.expected_exceptions(*_EXPECTED)
     @_counted
     def get_port(self, context, port_id):
-        return self.agent.get_port(port_id)
+        return self.reconciler.get(binding_mod.validate_uuid(port_id))
 
     @_counted
     def list_ports(self, context):
-        return self.agent.list_ports()
+        return self.reconciler.list()
 
     @messaging.expected_exceptions(*_EXPECTED)
     @_counted
     def sync_ports(self, context, bindings):
-        return self.agent.sync_ports(bindings)
+        return self.reconciler.sync(
+            binding_mod.parse_many(bindings, self.default_mtu))
 
     @_counted
     def get_agent_state(self, context):
-        return self.agent.get_agent_state()
+        return self.agent_state()
 
     @messaging.expected_exceptions(*_EXPECTED)
     @_counted
     def network_update(self, context, network_id, mtu):
-        self.agent.network_update(network_id, mtu)
+        self.reconciler.network_update(
+            binding_mod.validate_uuid(network_id, 'network_id'),
+            binding_mod.validate_mtu(mtu))
+
+    def agent_state(self):
+        """What get_agent_state and the heartbeat carry; never blocks."""
+        state = dict(self._identity, started_at=self.started_at,
+                     uptime=round(time.time() - self.started_at, 1))
+        state.update(self.reconciler.to_dict())
+        state.update(self._extra_state())
+        return state
 
 
-def get_server(transport, agent, conf):
+def get_server(transport, endpoint, conf):
     target = messaging.Target(topic=conf.agent.rpc_topic, server=conf.host,
                               version=rpc.API_VERSION)
-    return messaging.get_rpc_server(transport, target,
-                                    [AgentEndpoint(agent)])
+    return messaging.get_rpc_server(transport, target, [endpoint])

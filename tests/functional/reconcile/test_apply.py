@@ -19,7 +19,7 @@ import uuid
 
 from tests.functional import base
 from vifagent import binding as binding_mod
-from vifagent.reconcile import state
+from vifagent import state
 
 
 class LinkEvents:

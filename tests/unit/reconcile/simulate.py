@@ -22,7 +22,7 @@ import dataclasses
 import itertools
 
 from vifagent import binding
-from vifagent.reconcile import state
+from vifagent import state
 
 _index = itertools.count(10000)
 
@@ -72,7 +72,7 @@ def apply(plan, observed, bridge='br-int', errors=()):
         if pid in errors:
             continue
         for op in ops:
-            _op(links, op)
+            _op(links, op.encode())
     for pid in plan.netns_up:
         # netns taps always carry the derived name.
         tap = binding.device_names(pid).tap
@@ -81,18 +81,16 @@ def apply(plan, observed, bridge='br-int', errors=()):
     for name in plan.ovs_deletes:
         ovs_ports.pop(name, None)
     for spec in plan.ovs_adds:
-        ovs_ports[spec['name']] = state.OvsPort(
-            name=spec['name'], bridge=bridge,
-            tag=spec['tag'], other_config=dict(spec['other_config']),
-            external_ids=dict(spec['external_ids']), ofport=1)
+        ovs_ports[spec.name] = state.OvsPort(
+            name=spec.name, bridge=bridge,
+            tag=spec.tag, other_config=dict(spec.other_config),
+            external_ids=dict(spec.external_ids), ofport=1)
     for spec in plan.ovs_updates:
-        port = ovs_ports[spec['name']]
-        ovs_ports[spec['name']] = dataclasses.replace(
-            port, tag=spec.get('tag', port.tag),
-            other_config=dict(port.other_config,
-                              **spec.get('other_config', {})),
-            external_ids=dict(port.external_ids,
-                              **spec.get('external_ids', {})))
+        port = ovs_ports[spec.name]
+        ovs_ports[spec.name] = dataclasses.replace(
+            port, tag=port.tag if spec.tag is None else spec.tag,
+            other_config=dict(port.other_config, **spec.other_config),
+            external_ids=dict(port.external_ids, **spec.external_ids))
     return state.Observed(links=links, ovs_ports=ovs_ports)
 
 

@@ -21,7 +21,7 @@ from oslotest import base
 from tests.unit.reconcile import simulate
 from vifagent import binding as binding_mod
 from vifagent.reconcile import plan as plan_mod
-from vifagent.reconcile import state
+from vifagent import state
 
 OWNER = 'compute-1'
 BRIDGE = 'br-int'
@@ -68,6 +68,11 @@ def healthy(port, tap_index=None):
     return state.Observed(links=links, ovs_ports=ovs)
 
 
+def ops(plan, port_id):
+    """A port's planned link operations in their wire form."""
+    return [op.encode() for op in plan.link_ops.get(port_id, [])]
+
+
 def plug(ports, observed):
     return plan_mod.plan_plug(ports, observed, OWNER, BRIDGE)
 
@@ -94,7 +99,7 @@ class TestPlanPlug(base.BaseTestCase):
             self.obs.ovs_ports[name], **changes)
 
     def assertOps(self, expected, plan):
-        self.assertEqual(expected, plan.link_ops.get(self.port.port_id, []))
+        self.assertEqual(expected, ops(plan, self.port.port_id))
 
     def test_healthy_chain_plans_nothing(self):
         plan = plug([self.port], self.obs)
@@ -111,22 +116,22 @@ class TestPlanPlug(base.BaseTestCase):
             ['tx_checksum_off', n.qvb], ['set_alias', n.qvb, alias],
             ['set_master', n.qvb, n.qbr], ['set_up', n.qvb],
             ['set_alias', n.qvo, alias], ['set_up', n.qvo],
-        ], plan.link_ops[self.port.port_id])
+        ], ops(plan, self.port.port_id))
         self.assertEqual(1, len(plan.ovs_adds))
         add = plan.ovs_adds[0]
-        self.assertEqual(n.qvo, add['name'])
-        self.assertEqual(5, add['tag'])
+        self.assertEqual(n.qvo, add.name)
+        self.assertEqual(5, add.tag)
         self.assertEqual({'net_uuid': self.port.binding.network_id},
-                         add['other_config'])
-        self.assertEqual(OWNER, add['external_ids'][state.OWNER_KEY])
-        self.assertEqual(self.port.port_id, add['external_ids']['iface-id'])
-        self.assertEqual('active', add['external_ids']['iface-status'])
+                         add.other_config)
+        self.assertEqual(OWNER, add.external_ids[state.OWNER_KEY])
+        self.assertEqual(self.port.port_id, add.external_ids['iface-id'])
+        self.assertEqual('active', add.external_ids['iface-status'])
 
     def test_admin_down_uses_dead_vlan(self):
         port = state.DesiredPort.for_binding(
             make_binding(admin_state_up=False), vlan=5)
         plan = plug([port], state.Observed())
-        self.assertEqual(binding_mod.DEAD_VLAN, plan.ovs_adds[0]['tag'])
+        self.assertEqual(binding_mod.DEAD_VLAN, plan.ovs_adds[0].tag)
 
     # Each drift kind maps to the minimal repair.
     def test_qbr_missing(self):
@@ -144,14 +149,14 @@ class TestPlanPlug(base.BaseTestCase):
         plan = plug([self.port], self.obs)
         self.assertEqual([self.names.qvb], plan.deletes)
         self.assertIn(['create_veth', self.names.qvb, self.names.qvo, 1450],
-                      plan.link_ops[self.port.port_id])
+                      ops(plan, self.port.port_id))
         self.assertEqual(['veth_broken', 'ovs_readd'],
                          plan.repairs[self.port.port_id])
         # The OVS port is removed and added again, or the userspace
         # datapath keeps the old device open.
         self.assertEqual([self.names.qvo], plan.ovs_deletes)
         self.assertEqual([self.names.qvo],
-                         [a['name'] for a in plan.ovs_adds])
+                         [a.name for a in plan.ovs_adds])
 
     def test_pair_missing(self):
         del self.obs.links[self.names.qvo]
@@ -226,7 +231,7 @@ class TestPlanPlug(base.BaseTestCase):
         self.assertTrue(plug([port], self.obs).empty())
         self.change_link('vnet3', master=None)
         self.assertEqual([['set_master', 'vnet3', self.names.qbr]],
-                         plug([port], self.obs).link_ops[port.port_id])
+                         ops(plug([port], self.obs), port.port_id))
 
     def test_libvirt_tap_meant_for_another_bridge_is_refused(self):
         port = dataclasses.replace(self.port, tap_bridge='virbr0')
@@ -240,7 +245,7 @@ class TestPlanPlug(base.BaseTestCase):
         plan = plug([self.port], self.obs)
         self.assertEqual({}, plan.link_ops)
         self.assertEqual([self.names.qvo],
-                         [a['name'] for a in plan.ovs_adds])
+                         [a.name for a in plan.ovs_adds])
 
     def test_ovs_port_holding_a_stale_device_is_readded(self):
         self.change_ovs(ifindex=99)
@@ -256,7 +261,7 @@ class TestPlanPlug(base.BaseTestCase):
         plan = plug([self.port], self.obs)
         self.assertEqual([self.names.qvo], plan.ovs_deletes)
         self.assertEqual([self.names.qvo],
-                         [a['name'] for a in plan.ovs_adds])
+                         [a.name for a in plan.ovs_adds])
 
     def test_ovs_columns(self):
         self.change_ovs(tag=99, external_ids={'iface-id': 'x', 'keep': '1'},
@@ -264,11 +269,11 @@ class TestPlanPlug(base.BaseTestCase):
         plan = plug([self.port], self.obs)
         self.assertEqual(1, len(plan.ovs_updates))
         update = plan.ovs_updates[0]
-        self.assertEqual(5, update['tag'])
+        self.assertEqual(5, update.tag)
         self.assertEqual({'net_uuid': self.port.binding.network_id},
-                         update['other_config'])
+                         update.other_config)
         self.assertEqual(plan_mod.ovs_external_ids(self.port.binding, OWNER),
-                         update['external_ids'])
+                         update.external_ids)
 
     def test_name_taken_by_other_kind_is_a_conflict(self):
         self.change_link(self.names.qbr, kind='dummy')
@@ -281,9 +286,8 @@ class TestPlanPlug(base.BaseTestCase):
         port = state.DesiredPort.for_binding(
             make_binding(vif_type='netns', netns='vm1'), vlan=3)
         plan = plug([port], state.Observed())
-        ops = plan.link_ops[port.port_id]
         self.assertIn(['create_netns_tap', port.devices.tap, 'vm1',
-                       'fa:16:3e:00:00:01', 1450], ops)
+                       'fa:16:3e:00:00:01', 1450], ops(plan, port.port_id))
         self.assertEqual({port.port_id: 'vm1'}, plan.netns_up)
         obs = healthy(port)
         self.assertTrue(plug([port], obs).empty())
@@ -465,9 +469,9 @@ class TestPlanProperties(base.BaseTestCase):
                             port.devices.qvo))
             if port.tap:
                 allowed.add(port.tap)
-        for ops in plan.link_ops.values():
-            for op in ops:
-                self.assertIn(op[1], allowed)
+        for group in plan.link_ops.values():
+            for op in group:
+                self.assertIn(op.device, allowed)
         self.assertLessEqual(set(plan.deletes), allowed)
         # Never delete a libvirt tap.
         for port in ports:

@@ -15,12 +15,12 @@ import time
 
 from oslotest import base
 
-from vifagent.reconcile import apply
 from vifagent.reconcile import worker
+from vifagent import state
 
 
 def result(pid, status='ACTIVE', repairs=()):
-    return apply.PortResult(port_id=pid, status=status,
+    return state.PortResult(port_id=pid, status=status,
                             repairs=list(repairs))
 
 
@@ -79,7 +79,7 @@ class Recorder:
 class TestReconciler(base.BaseTestCase):
 
     def make(self, recorder, interval=3600, max_retries=3, cap=0.05):
-        r = worker.Reconciler(recorder.reconcile, recorder.full_pass,
+        r = worker.Worker(recorder.reconcile, recorder.full_pass,
                               interval, max_retries=max_retries,
                               retry_cap=cap)
         r.start()
@@ -138,7 +138,7 @@ class TestReconciler(base.BaseTestCase):
             calls.append(ids)
             raise RuntimeError('boom')
 
-        r = worker.Reconciler(broken, rec.full_pass, 3600)
+        r = worker.Worker(broken, rec.full_pass, 3600)
         r.start()
         self.addCleanup(r.stop)
         r.mark(['a'])
@@ -150,7 +150,7 @@ class TestReconciler(base.BaseTestCase):
         def failing():
             raise RuntimeError('OVSDB away')
 
-        r = worker.Reconciler(Recorder().reconcile, failing, 3600)
+        r = worker.Worker(Recorder().reconcile, failing, 3600)
         r.run_full_pass()
         self.assertFalse(r.stats.last_full_pass_ok)
         self.assertLessEqual(r._next_full - time.monotonic(), 5.0)

@@ -10,17 +10,18 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Value types shared by observe, plan and apply.
+"""The model's value types: what is observed, desired and concluded.
 
-Observed devices are plain frozen records so the planner stays a pure
-function that unit tests can feed without root or services.
+Shared by observe, plan, apply and the reconciler. Observed devices are
+plain frozen records so the planner stays a pure function that unit tests
+can feed without root or services.
 """
 
 import dataclasses
 
 from vifagent import binding as binding_mod
+from vifagent.kernel import rtnl
 
-ALIAS_PREFIX = 'vifagent:'
 OWNER_KEY = 'vifagent-owner'
 
 PENDING = 'PENDING'
@@ -29,39 +30,10 @@ ACTIVE = 'ACTIVE'
 ERROR = 'ERROR'
 STATUSES = (PENDING, DOWN, ACTIVE, ERROR)
 
-
-def alias_for(port_id):
-    """The IFLA_IFALIAS marking a Linux device as created for port_id."""
-    return ALIAS_PREFIX + port_id
-
-
-@dataclasses.dataclass(frozen=True)
-class Link:
-    """One Linux network device as netlink reports it."""
-
-    name: str
-    index: int
-    kind: str = None          # 'bridge', 'veth', 'tun', ...
-    alias: str = None
-    mtu: int = 1500
-    up: bool = False          # administratively up (IFF_UP)
-    carrier: bool = False     # lower layer up (for a veth: the peer is up)
-    master: int = None        # ifindex of the bridge it is enslaved to
-    peer: int = None          # veth peer ifindex
-    peer_netnsid: int = None  # set when the veth peer is in another netns
-    stp: int = None
-    forward_delay: int = None
-    mcast_snooping: int = None
-    ipv6_disabled: bool = True
-    tx_checksum: bool = None  # read for qvb devices only
-    group: int = 0
-
-    def owned_by(self, port_id):
-        return self.alias == alias_for(port_id)
-
-    @property
-    def marked(self):
-        return bool(self.alias) and self.alias.startswith(ALIAS_PREFIX)
+# The kernel's record of a device, and our marker on it.
+Link = rtnl.Link
+ALIAS_PREFIX = rtnl.ALIAS_PREFIX
+alias_for = rtnl.alias_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,3 +108,38 @@ class DesiredPort:
             tap = binding.devices.tap
         return cls(binding=binding, vlan=vlan, tap=tap,
                    tap_bridge=tap_bridge, down=down)
+
+
+@dataclasses.dataclass(frozen=True)
+class OvsPortSpec:
+    """An OVS port to add, or the changes to make to one.
+
+    For an add every field is set; for an update only the fields that
+    differ are (``None`` or empty leaves a column alone).
+    """
+
+    port_id: str
+    name: str
+    tag: int = None
+    external_ids: dict = dataclasses.field(default_factory=dict)
+    other_config: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class PortResult:
+    """The outcome of plugging or unplugging one port."""
+
+    port_id: str
+    status: str
+    reason: str = None
+    vlan: int = None
+    devices: dict = None
+    repairs: list = dataclasses.field(default_factory=list)
+    foreign: list = dataclasses.field(default_factory=list)
+
+    @property
+    def failed(self):
+        return self.status == ERROR
+
+    def to_dict(self):
+        return dataclasses.asdict(self)

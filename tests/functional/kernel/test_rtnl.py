@@ -15,7 +15,7 @@ import uuid
 from oslotest import base as oslo_base
 
 from tests.functional import base
-from vifagent.dataplane import rtnl
+from vifagent.kernel import rtnl
 
 
 class TestLinkReader(oslo_base.BaseTestCase):

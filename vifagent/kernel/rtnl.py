@@ -10,7 +10,7 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""A lean rtnetlink link reader.
+"""A lean rtnetlink link reader, and the Link record it produces.
 
 Observation runs on every plug, every repair and every full pass, and a
 general-purpose decoder spends most of its time on attributes the agent
@@ -19,6 +19,7 @@ kernel to skip statistics, looks at each message's name first, and decodes
 only the handful of attributes a chain's health depends on.
 """
 
+import dataclasses
 import errno
 import os
 import socket
@@ -28,6 +29,43 @@ import threading
 from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
+
+#: IFLA_IFALIAS prefix marking a Linux device as created by vifagent.
+ALIAS_PREFIX = 'vifagent:'
+
+
+def alias_for(port_id):
+    """The IFLA_IFALIAS marking a Linux device as created for port_id."""
+    return ALIAS_PREFIX + port_id
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """One Linux network device as netlink reports it."""
+
+    name: str
+    index: int
+    kind: str = None          # 'bridge', 'veth', 'tun', ...
+    alias: str = None
+    mtu: int = 1500
+    up: bool = False          # administratively up (IFF_UP)
+    carrier: bool = False     # lower layer up (for a veth: the peer is up)
+    master: int = None        # ifindex of the bridge it is enslaved to
+    peer: int = None          # veth peer ifindex
+    peer_netnsid: int = None  # set when the veth peer is in another netns
+    stp: int = None
+    forward_delay: int = None
+    mcast_snooping: int = None
+    ipv6_disabled: bool = True
+    tx_checksum: bool = None  # read for qvb devices only
+    group: int = 0
+
+    def owned_by(self, port_id):
+        return self.alias == alias_for(port_id)
+
+    @property
+    def marked(self):
+        return bool(self.alias) and self.alias.startswith(ALIAS_PREFIX)
 
 _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
@@ -112,7 +150,7 @@ def _ipv6_disabled(data, start, end):
 
 
 def parse_link(data, start, end, wanted=None):
-    """Decode one RTM_NEWLINK into a dict of state.Link fields.
+    """Decode one RTM_NEWLINK into a Link.
 
     Returns None when ``wanted`` (a predicate on the name) rejects it; the
     name is looked at before anything else is decoded.
@@ -151,7 +189,7 @@ def parse_link(data, start, end, wanted=None):
         fields['peer'] = link
     else:
         fields.pop('peer_netnsid', None)
-    return fields
+    return Link(**fields)
 
 
 class LinkReader:
@@ -206,13 +244,13 @@ class LinkReader:
             seq = self._request(_NLM_F_DUMP)
             links = []
             for data, start, end in self._replies(seq):
-                fields = parse_link(data, start, end, wanted)
-                if fields is not None:
-                    links.append(fields)
+                link = parse_link(data, start, end, wanted)
+                if link is not None:
+                    links.append(link)
             return links
 
     def get(self, name):
-        """Return one link's fields, or None when there is no such link."""
+        """Return one Link, or None when there is no such link."""
         encoded = name.encode() + b'\0'
         attr = _ATTR.pack(4 + len(encoded), _IFLA_IFNAME) + encoded
         attr += b'\0' * (-len(attr) % 4)

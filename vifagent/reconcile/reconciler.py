@@ -1,0 +1,279 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The reconciler: it owns every port's life on this host.
+
+Desired state comes from the store (bindings, VLANs) and from the tap
+source (libvirt's taps, or none); events reach it as device names, domain
+UUIDs and OVSDB rows and only mark ports dirty; its worker repairs them.
+Bind, unbind, sync and network updates are committed to the store first,
+then applied under one lock, so replies describe a state really reached.
+
+Reads never take that lock: they come from the store and from a snapshot
+of the last verified result of each port, replaced after every apply.
+"""
+
+import collections
+import dataclasses
+import threading
+
+
+from oslo_log import log as logging
+
+from vifagent import exception
+from vifagent.reconcile import gc
+from vifagent.reconcile import index as index_mod
+from vifagent.reconcile import status as status_mod
+from vifagent.reconcile import worker as worker_mod
+from vifagent import state
+from vifagent import store as store_mod
+
+LOG = logging.getLogger(__name__)
+
+
+class Reconciler:
+    """Ports of one host: store, plug engine, events, status memory.
+
+    taps resolves a VM's tap (resolve(instance_uuid, mac) returning
+    an object with device, bridge and down), or is None when
+    no tap source is configured.
+    """
+
+    def __init__(self, store, engine, host, taps=None, resync_interval=60,
+                 orphan_grace=60, max_retries=5, retry_cap=30.0):
+        self.store = store
+        self.engine = engine
+        self.host = host
+        self.taps = taps
+        self.status = status_mod.StatusBook(store)
+        self.index = index_mod.PortIndex()
+        self.collector = gc.Collector(host, orphan_grace)
+        self.worker = worker_mod.Worker(
+            self._reconcile_ports, self._full_pass, interval=resync_interval,
+            max_retries=max_retries, retry_cap=retry_cap)
+        self.stats = self.worker.stats
+        self._lock = threading.RLock()
+        self._results = {}
+        self._snapshot = {}
+
+    # -- life cycle -------------------------------------------------------
+    def start(self):
+        """A full pass (adopting every stored chain), then the worker."""
+        self.worker.run_full_pass()
+        self.worker.start()
+
+    def stop(self):
+        """Stop the worker and wait for a change under way to finish."""
+        self.worker.stop()
+        with self._lock:
+            pass
+
+    # -- events (any thread; they only mark ports) ------------------------
+    def on_link_names(self, names):
+        self.worker.mark(self.index.ports_of_names(names))
+
+    def on_domains(self, uuids):
+        self.worker.mark(self.index.ports_of_instances(uuids))
+
+    def on_ovsdb_row(self, event, table, name):
+        if table == 'Open_vSwitch' and event == 'create':
+            self.worker.mark_all('connected to OVSDB')
+        elif table == 'Bridge' and event == 'delete' and \
+                name == self.engine.ovs.bridge:
+            self.worker.mark_all('integration bridge deleted')
+        elif table in ('Port', 'Interface'):
+            pid = self.index.port_of(name)
+            if pid:
+                self.worker.mark([pid])
+
+    def mark_all(self, why):
+        self.worker.mark_all(why)
+
+    # -- changes ----------------------------------------------------------
+    def bind(self, binding):
+        """Store one binding, plug it; return its reply."""
+        with self._lock:
+            self.store.put(binding)
+            result = self._plug([binding])[binding.port_id]
+        if result.failed:
+            self.worker.mark([binding.port_id])  # retried with backoff
+        return self._reply(binding, result)
+
+    def unbind(self, port_id):
+        """Forget a binding and remove its chain; idempotent."""
+        with self._lock:
+            old = self.store.delete(port_id)
+            result = self._unplug([port_id])[port_id]
+        return {'port_id': port_id, 'host': self.host,
+                'was_bound': old is not None,
+                'left_behind': result.reason, 'foreign': result.foreign}
+
+    def sync(self, bindings):
+        """Make bindings this host's complete set: add, update, remove."""
+        with self._lock:
+            results, removed = self.store.replace_all(bindings)
+            removed_ids = [b.port_id for b in removed]
+            if removed_ids:
+                self._unplug(removed_ids)
+            plugged = self._plug(bindings) if bindings else {}
+        by_action = collections.defaultdict(list)
+        for b, (action, _) in zip(bindings, results):
+            by_action[action].append(b.port_id)
+        return {'added': by_action[store_mod.CREATED],
+                'updated': by_action[store_mod.UPDATED],
+                'unchanged': by_action[store_mod.UNCHANGED],
+                'removed': removed_ids,
+                'ports': [self._reply(b, plugged[b.port_id])
+                          for b in bindings]}
+
+    def network_update(self, network_id, mtu):
+        """Give every port of a network a new MTU (stored, then applied)."""
+        with self._lock:
+            changed = [dataclasses.replace(b, mtu=mtu)
+                       for b in self.store.all()
+                       if b.network_id == network_id and b.mtu != mtu]
+            if not changed:
+                return
+            LOG.info('Network %s: MTU %d for %d ports', network_id, mtu,
+                     len(changed))
+            self.store.put_many(changed)
+            self._plug(changed)
+
+    # -- reads (never wait for a plug) ------------------------------------
+    def get(self, port_id):
+        binding = self.store.get(port_id)
+        if binding is None:
+            raise exception.PortNotFound(port_id=port_id)
+        return self._reply(binding, self._snapshot.get(port_id))
+
+    def list(self):
+        snapshot = self._snapshot
+        return [self._reply(b, snapshot.get(b.port_id))
+                for b in self.store.all()]
+
+    def counts(self):
+        """Bound ports by status (PENDING: not verified yet)."""
+        snapshot = self._snapshot
+        counts = collections.Counter(
+            snapshot[pid].status if pid in snapshot else state.PENDING
+            for pid in self.store.port_ids())
+        return {s: counts.get(s, 0) for s in state.STATUSES}
+
+    def _reply(self, binding, result):
+        if result is None:
+            # Stored, not plugged and verified yet.
+            devices = dataclasses.asdict(binding.devices)
+            devices['tap'] = None
+            result = state.PortResult(
+                port_id=binding.port_id, status=state.PENDING,
+                reason='not reconciled yet', devices=devices,
+                vlan=self.store.vlan_for(binding.network_id))
+        return {
+            'port_id': binding.port_id,
+            'host': self.host,
+            'status': result.status,
+            'reason': result.reason,
+            'vlan': result.vlan,
+            'revision': binding.revision,
+            'network_id': binding.network_id,
+            'mac_address': binding.mac_address,
+            'mtu': binding.mtu,
+            'admin_state_up': binding.admin_state_up,
+            'devices': result.devices,
+        }
+
+    # -- the worker's passes ----------------------------------------------
+    def _reconcile_ports(self, port_ids):
+        """Repair the chains of these ports (those still bound)."""
+        with self._lock:
+            bindings = [b for b in map(self.store.get, port_ids) if b]
+            return self._plug(bindings) if bindings else {}
+
+    def _full_pass(self):
+        """Every port, the integration bridge, garbage collection."""
+        with self._lock:
+            if self.engine.ovs.ensure_bridge():
+                self.stats.repairs['integration_bridge'] += 1
+            bindings = self.store.all()
+            results = self._plug(bindings) if bindings else {}
+            self._collect_garbage({b.port_id for b in bindings})
+            return results
+
+    def _collect_garbage(self, bound):
+        due = self.collector.due(self.engine.observe(None), bound,
+                                 self.store.unbinding())
+        if due:
+            LOG.info('Removing %d orphaned chains: %s', len(due),
+                     ', '.join(due))
+            self._unplug(due)
+            self.stats.orphans_removed += len(due)
+
+    # -- plug and unplug (under the lock) ---------------------------------
+    def _desired(self, binding, vlan):
+        """A binding with its tap: its own for netns, libvirt's for VMs."""
+        if binding.owns_tap:
+            return state.DesiredPort.for_binding(binding, vlan)
+        if self.taps is None:
+            return state.DesiredPort.for_binding(
+                binding, vlan, down='libvirt is disabled: no tap')
+        tap = self.taps.resolve(binding.instance_uuid, binding.mac_address)
+        return state.DesiredPort.for_binding(
+            binding, vlan, tap=tap.device, tap_bridge=tap.bridge,
+            down=tap.down)
+
+    def _plug(self, bindings):
+        """Plug stored bindings; record and return their results."""
+        vlans = self.store.vlans()
+        ports = [self._desired(b, vlans[b.network_id]) for b in bindings]
+        for port in ports:
+            self.index.add(port.port_id, port.binding.instance_uuid,
+                           port.tap)
+        results = self.engine.plug(ports)
+        self._results.update(results)
+        self._snapshot = dict(self._results)
+        self.status.record({pid: (r.status, r.reason)
+                            for pid, r in results.items()})
+        return results
+
+    def _unplug(self, port_ids):
+        """Remove chains; drop the tombstones of those fully removed."""
+        results = self.engine.unplug(port_ids)
+        for pid in port_ids:
+            self._results.pop(pid, None)
+            self.index.remove(pid)
+        self._snapshot = dict(self._results)
+        self.status.forget(port_ids)
+        clean = [pid for pid, r in results.items() if r.status is None]
+        for result in results.values():
+            if result.status is not None:
+                LOG.error('Port %s unbound but %s', result.port_id,
+                          result.reason)
+        self.store.forget(clean)
+        return results
+
+    # -- the agent's state ------------------------------------------------
+    def to_dict(self):
+        counts = self.counts()
+        return {
+            'ports': sum(counts.values()),
+            'ports_by_status': counts,
+            'counters': dataclasses.asdict(self.engine.counters),
+            'reconcile': self.stats.to_dict(),
+        }
+
+    def unhealthy(self):
+        """Reasons the reconciler is unhealthy (empty when healthy)."""
+        if self.stats.last_full_pass_ok is False:
+            return ['the last full reconcile pass failed']
+        return []
+
+
