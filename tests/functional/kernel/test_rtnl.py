@@ -43,44 +43,44 @@ class TestLinkReader(oslo_base.BaseTestCase):
         for name in (self.br, self.a, self.b):
             fields = self.reader.get(name)
             ip = base.link_json(name)
-            self.assertEqual(ip['ifindex'], fields['index'])
-            self.assertEqual(ip['mtu'], fields['mtu'])
-            self.assertEqual('UP' in ip['flags'], fields['up'])
-            self.assertEqual('LOWER_UP' in ip['flags'], fields['carrier'])
-            self.assertEqual(ip.get('ifalias'), fields['alias'])
-            self.assertEqual(ip['linkinfo']['info_kind'], fields['kind'])
+            self.assertEqual(ip['ifindex'], fields.index)
+            self.assertEqual(ip['mtu'], fields.mtu)
+            self.assertEqual('UP' in ip['flags'], fields.up)
+            self.assertEqual('LOWER_UP' in ip['flags'], fields.carrier)
+            self.assertEqual(ip.get('ifalias'), fields.alias)
+            self.assertEqual(ip['linkinfo']['info_kind'], fields.kind)
             with open('/proc/sys/net/ipv6/conf/%s/disable_ipv6' % name) as f:
                 self.assertEqual(f.read().strip() == '1',
-                                 fields['ipv6_disabled'])
+                                 fields.ipv6_disabled)
         bridge = self.reader.get(self.br)
-        self.assertEqual((1, 700, 0), (bridge['stp'],
-                                       bridge['forward_delay'],
-                                       bridge['mcast_snooping']))
+        self.assertEqual((1, 700, 0), (bridge.stp,
+                                       bridge.forward_delay,
+                                       bridge.mcast_snooping))
         a, b = self.reader.get(self.a), self.reader.get(self.b)
-        self.assertEqual(bridge['index'], a['master'])
-        self.assertEqual((b['index'], a['index']), (a['peer'], b['peer']))
-        self.assertEqual(77, a['group'])
-        self.assertNotIn('peer_netnsid', a)
+        self.assertEqual(bridge.index, a.master)
+        self.assertEqual((b.index, a.index), (a.peer, b.peer))
+        self.assertEqual(77, a.group)
+        self.assertIsNone(a.peer_netnsid)
 
     def test_ipv6_disabled_is_read(self):
-        self.assertFalse(self.reader.get(self.br)['ipv6_disabled'])
+        self.assertFalse(self.reader.get(self.br).ipv6_disabled)
         with open('/proc/sys/net/ipv6/conf/%s/disable_ipv6' % self.br,
                   'w') as f:
             f.write('1')
-        self.assertTrue(self.reader.get(self.br)['ipv6_disabled'])
+        self.assertTrue(self.reader.get(self.br).ipv6_disabled)
 
     def test_netns_peer(self):
         base.run(['ip', 'netns', 'add', self.ns])
         self.addCleanup(base.run, ['ip', 'netns', 'del', self.ns], False)
         base.run(['ip', 'link', 'set', self.b, 'netns', self.ns])
         a = self.reader.get(self.a)
-        self.assertIsNotNone(a['peer_netnsid'])
+        self.assertIsNotNone(a.peer_netnsid)
 
     def test_missing_is_none(self):
         self.assertIsNone(self.reader.get('qbr' + uuid.uuid4().hex[:11]))
 
     def test_dump_filters_by_name(self):
         wanted = {self.br, self.b}
-        names = {f['name'] for f in self.reader.dump(wanted.__contains__)}
+        names = {f.name for f in self.reader.dump(wanted.__contains__)}
         self.assertEqual(wanted, names)
-        self.assertIn('lo', {f['name'] for f in self.reader.dump()})
+        self.assertIn('lo', {f.name for f in self.reader.dump()})
