@@ -67,6 +67,7 @@ class Link:
     def marked(self):
         return bool(self.alias) and self.alias.startswith(ALIAS_PREFIX)
 
+
 _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
 _RTM_NEWLINK = 16

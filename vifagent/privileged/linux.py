@@ -32,8 +32,8 @@ from pyroute2.netlink import exceptions as nl_exc
 
 from vifagent.kernel import ethtool
 from vifagent.kernel import rtnl
-from vifagent.ops import Op
 from vifagent import ops as ops_mod
+from vifagent.ops import Op
 from vifagent import privileged
 
 LOG = logging.getLogger(__name__)
@@ -221,8 +221,10 @@ class _OpFailed(Exception):
 
 
 def _merged(group):
-    """Yield ``(device, [LinkOp])``: runs of setters on one device merged,
-    every other operation alone."""
+    """Yield ``(device, [LinkOp])``, merging runs of one device's setters.
+
+    Every other operation is yielded alone, in order.
+    """
     pending = []
     for op in group:
         if pending and (op.op not in ops_mod.SETTERS or

@@ -130,8 +130,10 @@ class _PortPlanner:
         name = self.names.qbr
         link = self.links.get(name)
         if link is None:
-            self.ops += [LinkOp(Op.CREATE_BRIDGE, name), LinkOp(Op.DISABLE_IPV6, name),
-                         LinkOp(Op.SET_ALIAS, name, (self.alias,)), LinkOp(Op.SET_UP, name)]
+            self.ops += [LinkOp(Op.CREATE_BRIDGE, name),
+                         LinkOp(Op.DISABLE_IPV6, name),
+                         LinkOp(Op.SET_ALIAS, name, (self.alias,)),
+                         LinkOp(Op.SET_UP, name)]
             self._repair('qbr_missing')
             return
         if link.kind != 'bridge':
@@ -167,7 +169,8 @@ class _PortPlanner:
                 self.plan.deletes.append(qvb_name)
             if qvo is not None and (qvb is None or qvb.peer != qvo.index):
                 self.plan.deletes.append(qvo_name)
-            self.ops.append(LinkOp(Op.CREATE_VETH, qvb_name, (qvo_name, self.mtu)))
+            self.ops.append(LinkOp(Op.CREATE_VETH, qvb_name,
+                                   (qvo_name, self.mtu)))
             self.veth_created = True
             self._repair('veth_missing' if qvb is None and qvo is None
                          else 'veth_broken')

@@ -275,5 +275,3 @@ class Reconciler:
         if self.stats.last_full_pass_ok is False:
             return ['the last full reconcile pass failed']
         return []
-
-

@@ -12,7 +12,6 @@
 
 from oslotest import base
 
-from vifagent.ops import LinkOp
 from vifagent import ops as ops_mod
 from vifagent.privileged import linux
 
@@ -21,7 +20,7 @@ class TestMerge(base.BaseTestCase):
 
     def merged(self, wire):
         """Merge wire-form operations; show each run in wire form."""
-        group = [LinkOp.decode(item) for item in wire]
+        group = [ops_mod.LinkOp.decode(item) for item in wire]
         return [(device, [op.encode() for op in run])
                 for device, run in linux._merged(group)]
 

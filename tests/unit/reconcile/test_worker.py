@@ -80,8 +80,7 @@ class TestReconciler(base.BaseTestCase):
 
     def make(self, recorder, interval=3600, max_retries=3, cap=0.05):
         r = worker.Worker(recorder.reconcile, recorder.full_pass,
-                              interval, max_retries=max_retries,
-                              retry_cap=cap)
+                          interval, max_retries=max_retries, retry_cap=cap)
         r.start()
         self.addCleanup(r.stop)
         return r
