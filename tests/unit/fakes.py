@@ -1,0 +1,134 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""A host in memory: stand-in Linux and OVS dataplanes for the core's tests.
+
+The real plug engine (observe, plan, apply, verify) runs over them, so
+the reconciler and the RPC endpoint can be tested without root or
+services. Writes follow the kernel's and OVS's semantics as the planner
+relies on them (see tests/unit/reconcile/simulate.py). A test can hold
+the next OVS transaction (``hold``) to keep a plug in progress, or make
+it fail (``fail``).
+"""
+
+import dataclasses
+import threading
+
+from tests.unit.reconcile import simulate
+from vifagent import binding as binding_mod
+from vifagent import exception
+from vifagent.reconcile import apply
+from vifagent.reconcile import plan as plan_mod
+from vifagent import state
+
+OWNER = 'test-host'
+BRIDGE = 'br-test'
+
+
+class FakeHost:
+    """Links and OVS ports of one imaginary host."""
+
+    def __init__(self):
+        self.links = {}
+        self.ovs_ports = {}
+        self.lock = threading.Lock()
+
+    def observed(self):
+        return state.Observed(links=dict(self.links),
+                              ovs_ports=dict(self.ovs_ports))
+
+    def commit(self, plan):
+        with self.lock:
+            result = simulate.apply(plan, self.observed(), BRIDGE)
+            self.links, self.ovs_ports = result.links, result.ovs_ports
+
+
+class FakeLinux:
+    """LinuxDataplane's interface over a FakeHost."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def observe(self, names=None):
+        links = self.host.links
+        if names is None:
+            return dict(links)
+        return {name: links[name] for name in names if name in links}
+
+    def apply(self, groups, deletes):
+        self.host.commit(plan_mod.Plan(link_ops=groups,
+                                       deletes=list(deletes)))
+        return {'ports': {}, 'deletes': {}}
+
+    def netns_up(self, requests):
+        """eth0 up in each namespace: the tap's peer is up, so carrier."""
+        with self.host.lock:
+            for key in requests:
+                tap = binding_mod.device_names(key).tap
+                if tap in self.host.links:
+                    self.host.links[tap] = dataclasses.replace(
+                        self.host.links[tap], carrier=True)
+        return {}
+
+    def close(self):
+        pass
+
+
+class FakeOvs:
+    """OvsDataplane's interface over a FakeHost."""
+
+    bridge = BRIDGE
+
+    def __init__(self, host):
+        self.host = host
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+        self.fail = None
+        self.bridge_created = 0
+        self.listeners = []
+
+    def observe(self, names=None):
+        ports = self.host.ovs_ports
+        if names is None:
+            return dict(ports)
+        return {name: ports[name] for name in names if name in ports}
+
+    def apply(self, adds, updates, deletes):
+        self.entered.set()
+        self.hold.wait(30)
+        if self.fail:
+            raise exception.OvsdbError(reason=self.fail)
+        self.host.commit(plan_mod.Plan(ovs_adds=list(adds),
+                                       ovs_updates=list(updates),
+                                       ovs_deletes=list(deletes)))
+
+    def ensure_bridge(self):
+        return False
+
+    def connected(self):
+        return True
+
+    def add_listener(self, listener):
+        self.listeners.append(listener)
+
+    def remove_listener(self, listener):
+        self.listeners.remove(listener)
+
+    def stop(self):
+        pass
+
+
+def engine(host=None):
+    """The real plug engine over a FakeHost (made if not given)."""
+    host = host or FakeHost()
+    return apply.Engine(FakeLinux(host), FakeOvs(host), OWNER)

@@ -1,0 +1,241 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The reconciler over a host in memory: life of a port, reads, statuses."""
+
+import threading
+import time
+import uuid
+
+import fixtures
+from oslotest import base
+
+from tests.unit import fakes
+from vifagent import binding as binding_mod
+from vifagent import exception
+from vifagent.reconcile import reconciler as reconciler_mod
+from vifagent import state
+from vifagent import store as store_mod
+
+
+def make(port_id=None, **extra):
+    data = {'port_id': port_id or str(uuid.uuid4()),
+            'mac_address': 'fa:16:3e:00:00:01',
+            'instance_uuid': str(uuid.uuid4()),
+            'network_id': str(uuid.uuid4()), 'mtu': 1450,
+            'vif_type': 'netns', 'netns': 'vm-' + uuid.uuid4().hex[:6]}
+    data.update(extra)
+    return binding_mod.Binding.from_dict(data)
+
+
+class Base(base.BaseTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.path = self.useFixture(fixtures.TempDir()).path
+        self.host = fakes.FakeHost()
+        self.rec = self.open()
+
+    def open(self, **kwargs):
+        store = store_mod.Store(self.path)
+        self.addCleanup(store.close)
+        kwargs.setdefault('resync_interval', 3600)
+        rec = reconciler_mod.Reconciler(store, fakes.engine(self.host),
+                                        fakes.OWNER, **kwargs)
+        self.addCleanup(rec.stop)
+        return rec
+
+    def hold_ovs(self):
+        """Make the next OVS transaction wait until the cleanup."""
+        ovs = self.rec.engine.ovs
+        ovs.hold.clear()
+        ovs.entered.clear()
+        self.addCleanup(ovs.hold.set)
+        return ovs
+
+
+class TestLife(Base):
+
+    def test_bind_builds_the_chain_and_replies_active(self):
+        b = make()
+        reply = self.rec.bind(b)
+        self.assertEqual(state.ACTIVE, reply['status'])
+        self.assertEqual(1, reply['vlan'])
+        self.assertEqual(b.devices.qvo, reply['devices']['qvo'])
+        self.assertEqual(b.devices.tap, reply['devices']['tap'])
+        self.assertIn(b.devices.qbr, self.host.links)
+        self.assertEqual(1, self.host.ovs_ports[b.devices.qvo].tag)
+        self.assertEqual(b, self.rec.store.get(b.port_id))
+
+    def test_unbind_removes_what_it_owns_and_is_idempotent(self):
+        b = make()
+        self.rec.bind(b)
+        reply = self.rec.unbind(b.port_id)
+        self.assertTrue(reply['was_bound'])
+        self.assertIsNone(reply['left_behind'])
+        self.assertEqual({}, self.host.ovs_ports)
+        self.assertFalse(set(b.devices.all()) & set(self.host.links))
+        self.assertFalse(self.rec.unbind(b.port_id)['was_bound'])
+        self.assertRaises(exception.PortNotFound, self.rec.get, b.port_id)
+
+    def test_sync_adds_updates_and_removes(self):
+        keep, drop, new = make(), make(), make()
+        self.rec.bind(keep)
+        self.rec.bind(drop)
+        changed = binding_mod.Binding.from_dict(
+            dict(keep.to_dict(), mtu=1400, revision=1))
+        reply = self.rec.sync([changed, new])
+        self.assertEqual([new.port_id], reply['added'])
+        self.assertEqual([keep.port_id], reply['updated'])
+        self.assertEqual([drop.port_id], reply['removed'])
+        self.assertEqual(1400, self.host.links[keep.devices.qvo].mtu)
+        self.assertNotIn(drop.devices.qvo, self.host.ovs_ports)
+
+    def test_network_update_changes_every_port_of_the_network(self):
+        a = make()
+        b = make(network_id=a.network_id)
+        other = make()
+        for x in (a, b, other):
+            self.rec.bind(x)
+        self.rec.network_update(a.network_id, 9000)
+        self.assertEqual([9000, 9000, 1450],
+                         [self.host.links[x.devices.qvb].mtu
+                          for x in (a, b, other)])
+
+    def test_failed_ovs_write_is_error_and_retried(self):
+        self.rec.engine.ovs.fail = 'OVSDB is away'
+        reply = self.rec.bind(make())
+        self.assertEqual(state.ERROR, reply['status'])
+        self.assertIn('OVSDB is away', reply['reason'])
+        self.assertIn(reply['port_id'], self.rec.worker._dirty)
+
+
+class TestReads(Base):
+
+    def test_stored_port_is_pending_before_the_first_pass(self):
+        # Stored durably by an earlier run; this one has not plugged yet.
+        b = make()
+        self.rec.store.put(b)
+        fresh = self.open()
+        self.assertEqual(state.PENDING, fresh.get(b.port_id)['status'])
+        self.assertEqual([b.port_id],
+                         [p['port_id'] for p in fresh.list()])
+        self.assertEqual(1, fresh.counts()[state.PENDING])
+
+    def test_first_pass_that_fails_still_lists_stored_ports(self):
+        b = make()
+        self.rec.store.put(b)
+        fresh = self.open()
+        fresh.engine.ovs.fail = 'OVSDB is away'
+        fresh.worker.run_full_pass()
+        self.assertEqual([b.port_id], [p['port_id'] for p in fresh.list()])
+        self.assertEqual(state.ERROR, fresh.get(b.port_id)['status'])
+
+    def test_reads_answer_while_a_plug_is_held(self):
+        done = self.rec.bind(make())
+        ovs = self.hold_ovs()
+        b = make()
+        threading.Thread(target=self.rec.bind, args=(b,),
+                         daemon=True).start()
+        self.assertTrue(ovs.entered.wait(5))
+        for read in (lambda: self.rec.get(done['port_id']), self.rec.list,
+                     self.rec.to_dict, lambda: self.rec.get(b.port_id)):
+            started = time.monotonic()
+            read()
+            self.assertLess(time.monotonic() - started, 0.1)
+        # Stored before the plug: PENDING until the plug is verified.
+        self.assertEqual(state.PENDING, self.rec.get(b.port_id)['status'])
+        self.assertEqual(state.ACTIVE,
+                         self.rec.get(done['port_id'])['status'])
+
+
+class TestStatuses(Base):
+
+    def test_changes_are_pending_until_sent(self):
+        b = make()
+        self.rec.bind(b)
+        book = self.rec.status
+        self.assertEqual({b.port_id: (state.ACTIVE, None)}, book.pending())
+        book.sent(book.pending())
+        self.assertEqual({}, book.pending())
+
+    def test_latest_status_wins_while_unsent(self):
+        b = make()
+        self.rec.bind(b)
+        self.rec.engine.ovs.fail = 'away'
+        # Admin down moves the port to VLAN 4095: an OVS write, which fails.
+        self.rec.bind(binding_mod.Binding.from_dict(
+            dict(b.to_dict(), admin_state_up=False, revision=1)))
+        self.assertEqual(state.ERROR,
+                         self.rec.status.pending()[b.port_id][0])
+
+    def test_a_restart_reports_nothing_already_reported(self):
+        b = make()
+        self.rec.bind(b)
+        self.rec.status.sent(self.rec.status.pending())
+        fresh = self.open()
+        fresh.worker.run_full_pass()
+        self.assertEqual({}, fresh.status.pending())
+
+    def test_unbound_ports_are_not_reported(self):
+        b = make()
+        self.rec.bind(b)
+        self.rec.unbind(b.port_id)
+        self.assertEqual({}, self.rec.status.pending())
+
+
+class TestEventsAndGarbage(Base):
+
+    def test_events_mark_only_their_ports(self):
+        a, b = make(), make()
+        self.rec.bind(a)
+        self.rec.bind(b)
+        self.rec.worker._dirty.clear()
+        self.rec.on_link_names({a.devices.qbr, 'eth0', 'vnet99'})
+        self.rec.on_ovsdb_row('update', 'Interface', b.devices.qvo)
+        self.assertEqual({a.port_id, b.port_id}, self.rec.worker._dirty)
+
+    def test_drift_is_repaired_by_the_worker(self):
+        b = make()
+        self.rec.bind(b)
+        self.rec.worker.start()
+        self.host.links.pop(b.devices.qbr)
+        self.rec.on_link_names({b.devices.qbr})
+        deadline = time.monotonic() + 5
+        while b.devices.qbr not in self.host.links:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.01)
+
+    def test_orphans_of_this_host_are_collected_after_grace(self):
+        b = make()
+        self.rec.bind(b)
+        # Forgotten by a store that lost it: an orphan marked as ours.
+        self.rec.store._db.execute('DELETE FROM bindings')
+        rec = self.open(orphan_grace=0)
+        rec.worker.run_full_pass()
+        self.assertEqual({}, self.host.ovs_ports)
+        self.assertEqual(1, rec.stats.orphans_removed)
+
+    def test_devices_of_another_owner_are_left_alone(self):
+        b = make()
+        self.rec.bind(b)
+        qvo = self.host.ovs_ports[b.devices.qvo]
+        self.host.ovs_ports[b.devices.qvo] = state.OvsPort(
+            name=qvo.name, bridge=qvo.bridge, tag=qvo.tag,
+            external_ids=dict(qvo.external_ids,
+                              **{state.OWNER_KEY: 'another-host'}),
+            ofport=qvo.ofport)
+        self.rec.store._db.execute('DELETE FROM bindings')
+        rec = self.open(orphan_grace=0)
+        rec.worker.run_full_pass()
+        self.assertIn(b.devices.qvo, self.host.ovs_ports)
+        self.assertIn(b.devices.qbr, self.host.links)
