@@ -22,6 +22,22 @@ import re
 
 from vifagent import exception
 
+__all__ = [
+    'Binding',
+    'DeviceNames',
+    'DEAD_VLAN',
+    'MAX_BINDINGS',
+    'OWNED_PREFIXES',
+    'device_key',
+    'device_name',
+    'device_names',
+    'name_key',
+    'parse_many',
+    'validate_mac',
+    'validate_mtu',
+    'validate_uuid',
+]
+
 #: IFNAMSIZ is 16 with the NUL; nova/os-vif keep names to 14 characters.
 NIC_NAME_LEN = 14
 TAP_PREFIX = 'tap'

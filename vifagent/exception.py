@@ -18,6 +18,17 @@ RPC transport's ``allowed_remote_exmods``, which lets oslo.messaging rebuild
 these classes on the caller's side.
 """
 
+__all__ = [
+    'VifAgentException',
+    'InvalidBinding',
+    'PortNotFound',
+    'StaleRevision',
+    'NetworkNotFound',
+    'VlanPoolExhausted',
+    'DataplaneError',
+    'OvsdbError',
+]
+
 
 class VifAgentException(Exception):
     """Base class: a message built from ``msg_fmt`` and keyword arguments."""

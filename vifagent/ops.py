@@ -20,6 +20,14 @@ back, refusing anything that is not in ``Op``.
 import dataclasses
 import enum
 
+__all__ = [
+    'LinkOp',
+    'Op',
+    'SETTERS',
+    'decode_groups',
+    'encode_groups',
+]
+
 
 class Op(enum.Enum):
     """Every kernel link operation vifagent may ask for."""

@@ -22,6 +22,23 @@ import dataclasses
 from vifagent import binding as binding_mod
 from vifagent.kernel import rtnl
 
+__all__ = [
+    'ACTIVE',
+    'DOWN',
+    'ERROR',
+    'PENDING',
+    'STATUSES',
+    'OWNER_KEY',
+    'ALIAS_PREFIX',
+    'alias_for',
+    'DesiredPort',
+    'Link',
+    'Observed',
+    'OvsPort',
+    'OvsPortSpec',
+    'PortResult',
+]
+
 OWNER_KEY = 'vifagent-owner'
 
 PENDING = 'PENDING'

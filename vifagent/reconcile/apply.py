@@ -30,6 +30,11 @@ from vifagent.reconcile import observe as observe_mod
 from vifagent.reconcile import plan as plan_mod
 from vifagent import state
 
+__all__ = [
+    'Counters',
+    'Engine',
+]
+
 LOG = logging.getLogger(__name__)
 
 # How long to wait for ovs-vswitchd to attach a qvo (give it an ofport)

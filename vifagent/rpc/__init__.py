@@ -21,6 +21,13 @@ API history:
 
 import oslo_messaging as messaging
 
+__all__ = [
+    'API_VERSION',
+    'REPORT_VERSION',
+    'ALLOWED_EXMODS',
+    'get_transport',
+]
+
 API_VERSION = '1.0'
 REPORT_VERSION = '1.0'
 ALLOWED_EXMODS = ['vifagent.exception']

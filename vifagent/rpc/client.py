@@ -26,6 +26,11 @@ import oslo_messaging as messaging
 
 from vifagent import rpc
 
+__all__ = [
+    'AgentClient',
+    'get_report_listener',
+]
+
 
 class AgentClient:
     """Calls one agent (``host``) of API 1.x, pinned with version_cap."""
