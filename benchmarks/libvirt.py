@@ -12,16 +12,10 @@
 
 """libvirt benchmark: how fast a VM's life reaches its port.
 
-Run from the top of the repository, as root, with Open vSwitch, RabbitMQ
-and libvirtd running::
-
-    python -m benchmarks.libvirt --vms 20 --repeat 3
-
-A vifagent-agent of its own (see benchmarks.rpc for the names it uses)
-binds one port per domain. The domains are ``vifagent-bench-<hex>-<n>``,
-TCG, no disk and no OS, one ``type='ethernet'`` interface each: enough
-for libvirt to make a tap. Per round and domain, each step is timed until
-``get_port`` (polled every 5 ms) shows the new status:
+Measures, with an agent of its own (see ``harness``; its periodic pass an
+hour away, so only events drive 1 and 3) binding one port per domain, per
+round (``--repeat``, default 3) and domain, until ``get_port`` (polled
+every 5 ms) shows the new status:
 
 1. ``start``: from ``virDomainCreate`` returning to ``ACTIVE`` (the
    life-cycle event, the cache refresh and the wiring of the new vnetN);
@@ -29,9 +23,13 @@ for libvirt to make a tap. Per round and domain, each step is timed until
    to the reply, which must say ``ACTIVE`` (the tap comes from the cache);
 3. ``destroy``: from ``virDomainDestroy`` returning to ``DOWN``.
 
-The agent's periodic pass is an hour away, so only events drive 1 and 3.
-At the end (on failure and Ctrl-C too) the domains are destroyed and
-undefined and the agent's run is cleaned up as in benchmarks.rpc.
+The domains, ``vifagent-bench-<hex>-<n>``, are TCG with no disk and no
+OS, one ``type='ethernet'`` interface each: enough for libvirt to make a
+tap. At the end, on failure and Ctrl-C too, they are destroyed and
+undefined. Per row: the median of the round medians [min, max], then the
+p90 of all samples; last ``<step>_median_ms``.
+
+    python -m benchmarks.libvirt --vms 20 --repeat 3
 """
 
 import argparse
@@ -39,28 +37,33 @@ import statistics
 import sys
 import time
 
-from benchmarks import _common as common
-from benchmarks._common import BenchmarkError
-from benchmarks._common import log
-from benchmarks._common import percentile
+from benchmarks import harness
+from benchmarks.harness import BenchmarkError
+from benchmarks.harness import log
 
 POLL = 0.005
 _ROWS = (('VM start to ACTIVE', 'start'),
          ('bind_port of a running VM (reply)', 'bind'),
          ('VM destroy to DOWN', 'destroy'))
+_DOMAIN = ("<domain type='qemu'><name>%s</name><uuid>%s</uuid>"
+           "<memory unit='MiB'>32</memory><vcpu>1</vcpu>"
+           "<os><type arch='x86_64'>hvm</type></os>"
+           "<devices><interface type='ethernet'><mac address='%s'/>"
+           "<model type='virtio'/><rom enabled='no'/></interface>"
+           "<controller type='usb' model='none'/>"
+           "<memballoon model='none'/></devices></domain>")
 
 
-class Benchmark(common.AgentBenchmark):
+class Benchmark(harness.AgentBench):
+
+    agent_options = {'resync_interval': 3600}
 
     def __init__(self, args):
         super().__init__(args)
-        self.expected = common.ACTIVE
-        self.conn = None
+        self.expected = harness.ACTIVE
+        self.conn = self.libvirt = None
         self.domains = []
         self.rounds = []
-
-    def agent_options(self):
-        return {'resync_interval': 3600}
 
     def setup(self):
         import libvirt
@@ -68,15 +71,14 @@ class Benchmark(common.AgentBenchmark):
         libvirt.registerErrorHandler(lambda ctx, err: None, None)
         self.conn = libvirt.open('qemu:///system')
         super().setup()
-        ports = self.new_ports(self.args.vms)
-        for n, port in enumerate(ports):
-            name = 'vifagent-bench-%s-%d' % (self.suffix, n)
-            self.domains.append((port, self.conn.defineXML(
-                _domain_xml(name, port.instance_uuid, port.mac))))
+        for n, port in enumerate(self.new_ports(self.args.vms)):
+            self.domains.append((port, self.conn.defineXML(_DOMAIN % (
+                'vifagent-bench-%s-%d' % (self.suffix, n),
+                port.instance_uuid, port.mac))))
         log('%d domains defined', len(self.domains))
         for port, _ in self.domains:
             reply = self.client.bind_port(self.binding(port))
-            if reply['status'] != common.DOWN:
+            if reply['status'] != harness.DOWN:
                 raise BenchmarkError('%s is %s before its VM started' % (
                     port.port_id, reply['status']))
 
@@ -97,25 +99,23 @@ class Benchmark(common.AgentBenchmark):
             times = {key: [] for _, key in _ROWS}
             for port, dom in self.domains:
                 dom.create()
-                start = time.perf_counter()
-                reply = self.wait_status(port, common.ACTIVE, 'start')
-                times['start'].append(time.perf_counter() - start)
+                reply, seconds = harness.timed(
+                    self.wait_status, port, harness.ACTIVE, 'start')
+                times['start'].append(seconds)
                 if not reply['devices']['tap']:
                     raise BenchmarkError('ACTIVE without a tap: %r' % reply)
                 self.client.unbind_port(port.port_id)
-                start = time.perf_counter()
-                reply = self.client.bind_port(self.binding(port))
-                times['bind'].append(time.perf_counter() - start)
+                reply, seconds = harness.timed(self.client.bind_port,
+                                               self.binding(port))
+                times['bind'].append(seconds)
                 self.expect_reply(reply, port, 'bind of a running VM')
             for port, dom in self.domains:
                 dom.destroy()
-                start = time.perf_counter()
-                self.wait_status(port, common.DOWN, 'destroy')
-                times['destroy'].append(time.perf_counter() - start)
+                times['destroy'].append(harness.timed(
+                    self.wait_status, port, harness.DOWN, 'destroy')[1])
             log('round %d: start %.1f ms, bind %.1f ms, destroy %.1f ms '
                 '(medians)', number,
-                *(1000 * statistics.median(times[key])
-                  for _, key in _ROWS))
+                *(1000 * statistics.median(times[key]) for _, key in _ROWS))
             self.rounds.append(times)
 
     def cleanup(self):
@@ -135,32 +135,20 @@ class Benchmark(common.AgentBenchmark):
         return super().cleanup() and clean
 
     def report(self):
-        n = len(self.domains)
-        print()
-        print('%d VMs, %d rounds; per row: median of the round medians '
-              '[min, max], then p90 of all samples' % (n, len(self.rounds)))
+        print('\n%d VMs, %d rounds; per row: median of the round medians '
+              '[min, max], then p90 of all samples' % (len(self.domains),
+                                                       len(self.rounds)))
         out = []
         for label, key in _ROWS:
             medians = [1000 * statistics.median(r[key]) for r in self.rounds]
             samples = [1000 * s for r in self.rounds for s in r[key]]
             print('  %-36s %8.1f ms [%.1f, %.1f]  p90 %.1f ms' % (
-                label, statistics.median(medians), min(medians),
-                max(medians), percentile(samples, 90)))
-            out.append('%s_median_ms=%.1f' % (key, statistics.median(
-                medians)))
+                (label,) + harness.spread(medians) +
+                (harness.percentile(samples, 90),)))
+            out.append('%s_median_ms=%.1f' % (key,
+                                              statistics.median(medians)))
         print('\n'.join(out))
         sys.stdout.flush()
-
-
-def _domain_xml(name, instance_uuid, mac):
-    return ("<domain type='qemu'><name>%s</name><uuid>%s</uuid>"
-            "<memory unit='MiB'>32</memory><vcpu>1</vcpu>"
-            "<os><type arch='x86_64'>hvm</type></os>"
-            "<devices><interface type='ethernet'><mac address='%s'/>"
-            "<model type='virtio'/><rom enabled='no'/></interface>"
-            "<controller type='usb' model='none'/>"
-            "<memballoon model='none'/></devices></domain>" % (
-                name, instance_uuid, mac))
 
 
 def parse_args(argv):
@@ -169,17 +157,16 @@ def parse_args(argv):
         description='Time how fast VM starts and stops reach their ports '
                     'through a real vifagent-agent and libvirtd. Run as '
                     'root.')
-    parser.add_argument('--vms', type=common.positive, default=20,
+    parser.add_argument('--vms', type=harness.positive, default=20,
                         help='domains, one port each (default 20)')
-    parser.add_argument('--repeat', type=common.positive, default=3,
+    parser.add_argument('--repeat', type=harness.positive, default=3,
                         help='rounds of start, bind, destroy (default 3)')
-    parser.set_defaults(netns=False)
-    common.add_agent_arguments(parser)
+    harness.AgentBench.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
-    return common.main(Benchmark(parse_args(argv)))
+    return harness.main(Benchmark(parse_args(argv)))
 
 
 if __name__ == '__main__':

@@ -60,7 +60,6 @@ class Engine:
         self.ovs = ovs
         self.owner = owner
         self.observer = observe_mod.Observer(linux, ovs)
-        self.observe = self.observer.observe
         self.counters = Counters()
 
     @classmethod
@@ -79,6 +78,10 @@ class Engine:
     def stop(self):
         self.ovs.stop()
         self.linux.close()
+
+    def observe(self, names):
+        """What the host holds for ``names`` (None: all of ours)."""
+        return self.observer.observe(names)
 
     # -- plug -------------------------------------------------------------
     def plug(self, ports):
