@@ -60,12 +60,14 @@ DEAD_VLAN = 4095
 #: Most bindings one sync_ports call may carry.
 MAX_BINDINGS = 10000
 
-_UUID_RE = re.compile(r'^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
-                      r'[0-9a-f]{12}$')
-_MAC_RE = re.compile(r'^[0-9a-f]{2}(:[0-9a-f]{2}){5}$')
+# Always used with fullmatch(): with match() and '$', a final newline
+# would pass.
+_UUID_RE = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
+                      r'[0-9a-f]{12}')
+_MAC_RE = re.compile(r'[0-9a-f]{2}(:[0-9a-f]{2}){5}')
 # A network namespace is a file name under /var/run/netns: no slash, no
 # leading dot, bounded length.
-_NETNS_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$')
+_NETNS_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}')
 _MAX_STRING = 64
 
 
@@ -118,6 +120,10 @@ def _require_str(value, field):
                        type(value).__name__)
     if len(value) > _MAX_STRING:
         raise _invalid(field, 'longer than %d characters' % _MAX_STRING)
+    # Identifiers are ASCII: case folding of other alphabets could turn a
+    # near miss into a canonical string.
+    if not value.isascii():
+        raise _invalid(field, 'must be ASCII')
     return value
 
 
@@ -128,7 +134,7 @@ def validate_uuid(value, field='port_id'):
     names are derived from it, so two spellings must never name two chains.
     """
     value = _require_str(value, field).lower()
-    if not _UUID_RE.match(value):
+    if not _UUID_RE.fullmatch(value):
         raise _invalid(field, 'not a UUID in the 8-4-4-4-12 form')
     return value
 
@@ -140,7 +146,7 @@ def validate_mac(value, field='mac_address'):
     octet for the host-side tap), so those are refused here too.
     """
     value = _require_str(value, field).lower()
-    if not _MAC_RE.match(value):
+    if not _MAC_RE.fullmatch(value):
         raise _invalid(field, 'not a MAC address of the form '
                        'xx:xx:xx:xx:xx:xx')
     first = int(value[:2], 16)
@@ -178,7 +184,7 @@ def _validate_bool(value, field):
 
 def _validate_netns(value, field='netns'):
     value = _require_str(value, field)
-    if not _NETNS_RE.match(value):
+    if not _NETNS_RE.fullmatch(value):
         raise _invalid(field, 'not a network namespace name')
     return value
 

@@ -199,3 +199,88 @@ class TestBindingInvalid(base.BaseTestCase):
             self.assertFalse(68 <= mtu <= 65535)
         else:
             self.assertEqual(mtu, b.mtu)
+
+
+# One-character mutations that make a canonical string a near miss: what a
+# careless regular expression ($ matches before a final newline, \d takes
+# any script's digits, .lower() folds other alphabets) lets through.
+_NEAR = st.sampled_from(['\n', '\r', '\t', ' ', '\x00', '\u00a0', '\u0663',
+                         '\uff10', '\u212a', 'g', '-', ':', 'İ'])
+
+
+@st.composite
+def near_misses(draw, canonical):
+    """``canonical`` with one character added, replaced or removed."""
+    value = draw(canonical)
+    pos = draw(st.integers(0, len(value)))
+    char = draw(_NEAR)
+    how = draw(st.sampled_from(['insert', 'replace', 'append', 'prepend',
+                                'drop']))
+    if how == 'append':
+        return value + char
+    if how == 'prepend':
+        return char + value
+    if how == 'drop':
+        return value[:pos] + value[pos + 1:] if value else char
+    if how == 'replace' and pos < len(value):
+        if value[pos] == char:
+            char = '\n'
+        return value[:pos] + char + value[pos + 1:]
+    return value[:pos] + char + value[pos:]
+
+
+_UUIDS = st.uuids().map(str)
+_MACS = st.binary(min_size=6, max_size=6).map(
+    lambda b: ':'.join('%02x' % x for x in bytes([b[0] & 0xfc]) + b[1:]))
+_NETNS = st.from_regex(r'\Avifagent-[a-z0-9]{1,20}\Z')
+
+
+class TestNearMisses(base.BaseTestCase):
+    """Only the canonical form passes; anything one character off fails."""
+
+    def test_trailing_newline_is_refused_everywhere(self):
+        for field in ('port_id', 'instance_uuid', 'network_id'):
+            self.assertRaises(exception.InvalidBinding, binding.Binding.
+                              from_dict, good(**{field: PORT + '\n'}))
+        self.assertRaises(exception.InvalidBinding, binding.Binding.
+                          from_dict, good(mac_address='fa:16:3e:00:00:01\n'))
+        self.assertRaises(exception.InvalidBinding, binding.Binding.
+                          from_dict, good(vif_type='netns', netns='vm1\n'))
+
+    @given(near_misses(_UUIDS))
+    def test_uuid(self, value):
+        try:
+            uuid.UUID(value)
+            canonical = len(value) == 36 and value.isascii() and \
+                str(uuid.UUID(value)) == value.lower()
+        except ValueError:
+            canonical = False
+        if canonical:
+            self.assertEqual(value.lower(), binding.validate_uuid(value))
+        else:
+            self.assertRaises(exception.InvalidBinding,
+                              binding.validate_uuid, value)
+
+    @given(near_misses(_MACS))
+    def test_mac(self, value):
+        parts = value.split(':')
+        canonical = (value.isascii() and len(parts) == 6 and
+                     all(len(p) == 2 and all(c in string.hexdigits
+                                             for c in p) for p in parts))
+        if canonical and not int(parts[0], 16) & 1 and \
+                parts[0].lower() != 'fe' and value != '00:00:00:00:00:00':
+            self.assertEqual(value.lower(), binding.validate_mac(value))
+        else:
+            self.assertRaises(exception.InvalidBinding,
+                              binding.validate_mac, value)
+
+    @given(near_misses(_NETNS))
+    def test_netns(self, value):
+        canonical = value.isascii() and value.isprintable() and \
+            ' ' not in value and bool(value) and value[0] not in '-.' and \
+            all(c.isalnum() or c in '_.-' for c in value)
+        if canonical:
+            self.assertEqual(value, binding._validate_netns(value))
+        else:
+            self.assertRaises(exception.InvalidBinding,
+                              binding._validate_netns, value)

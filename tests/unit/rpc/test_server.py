@@ -103,6 +103,11 @@ class TestEndpoint(Base):
                               self.client.bind_port, bad)
         self.assertRaises(exception.InvalidBinding, self.client.get_port,
                           'nope')
+        # A near miss of a bound id is refused, not "not bound".
+        bound = self.client.bind_port(binding())['port_id']
+        for call in (self.client.get_port, self.client.unbind_port):
+            self.assertRaises(exception.InvalidBinding, call, bound + '\n')
+        self.client.unbind_port(bound)
         # A cast: the refusal stays on the agent, and nothing changes.
         self.client.network_update('nope', 1500)
         self.assertEqual({}, self.host.links)
