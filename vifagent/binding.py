@@ -34,6 +34,7 @@ __all__ = [
     'name_key',
     'parse_many',
     'validate_mac',
+    'validate_netns',
     'validate_mtu',
     'validate_uuid',
 ]
@@ -182,7 +183,7 @@ def _validate_bool(value, field):
     return value
 
 
-def _validate_netns(value, field='netns'):
+def validate_netns(value, field='netns'):
     value = _require_str(value, field)
     if not _NETNS_RE.fullmatch(value):
         raise _invalid(field, 'not a network namespace name')
@@ -237,7 +238,7 @@ class Binding:
         if vif_type == VIF_TYPE_NETNS:
             if netns is None:
                 raise _invalid('netns', 'required for vif_type netns')
-            netns = _validate_netns(netns)
+            netns = validate_netns(netns)
         elif netns is not None:
             raise _invalid('netns', 'only allowed with vif_type netns')
         mtu = data.get('mtu')

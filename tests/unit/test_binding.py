@@ -280,7 +280,7 @@ class TestNearMisses(base.BaseTestCase):
             ' ' not in value and bool(value) and value[0] not in '-.' and \
             all(c.isalnum() or c in '_.-' for c in value)
         if canonical:
-            self.assertEqual(value, binding._validate_netns(value))
+            self.assertEqual(value, binding.validate_netns(value))
         else:
             self.assertRaises(exception.InvalidBinding,
-                              binding._validate_netns, value)
+                              binding.validate_netns, value)

@@ -35,6 +35,7 @@ from vifagent.kernel import rtnl
 from vifagent import ops as ops_mod
 from vifagent.ops import Op
 from vifagent import privileged
+from vifagent.privileged import guard
 
 LOG = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ _GROUP_SPAN = 0xFFFF
 # Up to this many devices are deleted one by one: a group costs two extra
 # requests per device and a dump.
 _GROUP_MIN = 4
+
+# Up to this many devices are read one by one to check a batch; more take
+# one dump.
+_GET_THRESHOLD = 8
 
 _lock = threading.Lock()
 _ipr = None
@@ -246,21 +251,62 @@ def apply_link_ops(groups, deletes):
     Returns ``{"ports": {key: error}, "deletes": {name: error}}``.
     """
     groups = ops_mod.decode_groups(groups)
+    if not isinstance(deletes, (list, tuple)) or \
+            not all(isinstance(name, str) for name in deletes):
+        raise ValueError('deletes must be a list of device names')
     with _lock:
+        names = {op.device for ops in groups.values() for op in ops}
+        links = _read_links(names | set(deletes))
+        port_errors, groups = _guarded(groups, links)
+        delete_errors = {}
+        for name in deletes:
+            try:
+                guard.check_delete(name, links)
+            except guard.Refused as e:
+                delete_errors[name] = 'refused: %s' % e
+                LOG.error('Refused to delete %s: %s', name, e)
+        deletes = [name for name in deletes if name not in delete_errors]
         executor = LinkExecutor(_socket())
-        delete_errors = executor.delete(deletes)
-        port_errors = executor.run(groups)
+        delete_errors.update(executor.delete(deletes))
+        port_errors.update(executor.run(groups))
     return {'ports': port_errors, 'deletes': delete_errors}
 
 
-@privileged.netns_admin.entrypoint
-def set_up_in_netns(requests, ifname='eth0'):
-    """Bring ``ifname`` up in each namespace of ``{key: netns}``.
+def _read_links(names):
+    """``{name: Link}`` of the named devices that exist, read here."""
+    if len(names) <= _GET_THRESHOLD:
+        found = (_reader().get(name) for name in names)
+        return {link.name: link for link in found if link is not None}
+    return {link.name: link for link in _reader().dump(names.__contains__)}
 
-    Returns ``{key: error}`` for the namespaces where that failed.
+
+def _guarded(groups, links):
+    """Split groups into refusals ``{key: error}`` and those allowed."""
+    errors = {}
+    for key, ops in groups.items():
+        try:
+            guard.check_group(key, ops, links)
+        except guard.Refused as e:
+            errors[key] = 'refused: %s' % e
+            LOG.error('Refused operations for %r: %s', key, e)
+    return errors, {key: ops for key, ops in groups.items()
+                    if key not in errors}
+
+
+@privileged.netns_admin.entrypoint
+def set_up_in_netns(requests):
+    """Bring eth0 up in each namespace of ``{port_id: netns}``.
+
+    Returns ``{port_id: error}`` for the namespaces where that failed.
     """
+    ifname = 'eth0'
     errors = {}
     for key, netns in requests.items():
+        try:
+            guard.check_netns(netns)
+        except guard.Refused as e:
+            errors[key] = 'refused: %s' % e
+            continue
         try:
             ipr = IPRoute(netns=netns)
         except OSError as e:
