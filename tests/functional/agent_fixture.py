@@ -16,20 +16,29 @@ The agent runs from its console script with a config file of its own: a
 unique host, RPC and report topics, integration bridge and state
 directory. RabbitMQ must be running on 127.0.0.1:5672; when it is not,
 the fixture starts it with tools/start-rabbitmq.sh.
+
+With ``broker_proxy=True`` the agent reaches RabbitMQ through a relay of
+its own (``broker_proxy``, a SocketProxy) while the fixture's client and
+any report listener a test makes connect directly, so a test can take the
+broker away from this agent only: the shared RabbitMQ is never stopped.
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 
 import fixtures
 from oslo_config import cfg
+from testtools import content
 
 from tests.functional import base
+from tests.functional import proxy as proxy_mod
 from vifagent import exception
 from vifagent import rpc
 from vifagent.rpc import client as client_mod
@@ -50,6 +59,22 @@ def ensure_rabbitmq():
                    check=True, capture_output=True)
 
 
+def broker_address(url):
+    """``(host, port)`` of the one broker a transport URL names."""
+    parts = urllib.parse.urlsplit(url)
+    if ',' in parts.netloc:
+        raise ValueError('one broker expected in %s' % url)
+    return parts.hostname, parts.port or 5672
+
+
+def via_port(url, port):
+    """``url`` with its broker replaced by 127.0.0.1:``port``."""
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition('@')
+    return urllib.parse.urlunsplit(parts._replace(
+        netloc='%s%s127.0.0.1:%d' % (userinfo, at, port)))
+
+
 def script(name):
     """The console script installed beside this interpreter."""
     return os.path.join(os.path.dirname(sys.executable), name)
@@ -59,12 +84,13 @@ class AgentFixture(fixtures.Fixture):
     """Writes a config, starts vifagent-agent, waits until it answers."""
 
     def __init__(self, report_interval=30, sections=None, libvirt=False,
-                 **agent_options):
+                 broker_proxy=False, **agent_options):
         # libvirt connects the agent to libvirtd. Off, tests of the chain
         # alone need no libvirtd and are not disturbed by its restarts.
         super().__init__()
         self.report_interval = report_interval
         self.libvirt = libvirt
+        self.use_broker_proxy = broker_proxy
         self.agent_options = agent_options
         self.sections = sections or {}
 
@@ -77,13 +103,22 @@ class AgentFixture(fixtures.Fixture):
         self.report_topic = 'vifagent-reports-' + suffix
         self.bridge = 'br-' + suffix
         self.config = os.path.join(self.dir, 'vifagent.conf')
+        self.log_path = os.path.join(self.dir, 'agent.log')
+        self._log_start = 0
+        self.broker_proxy = None
+        agent_url = TRANSPORT_URL
+        if self.use_broker_proxy:
+            self.broker_proxy = proxy_mod.SocketProxy(
+                broker_address(TRANSPORT_URL))
+            self.addCleanup(self.broker_proxy.cut)
+            agent_url = via_port(TRANSPORT_URL, self.broker_proxy.port)
         agent = dict(rpc_topic=self.topic, report_topic=self.report_topic,
                      state_path=os.path.join(self.dir, 'state'),
                      report_interval=self.report_interval)
         agent.update(self.agent_options)
         sections = {
-            'DEFAULT': dict(host=self.host, transport_url=TRANSPORT_URL,
-                            log_file=os.path.join(self.dir, 'agent.log')),
+            'DEFAULT': dict(host=self.host, transport_url=agent_url,
+                            log_file=self.log_path),
             'agent': agent,
             'ovs': dict(integration_bridge=self.bridge,
                         datapath_type='netdev'),
@@ -109,11 +144,19 @@ class AgentFixture(fixtures.Fixture):
         self.addCleanup(self.kill)
         self.start()
 
-    def start(self, timeout=60):
-        self.proc = subprocess.Popen(
-            [script('vifagent-agent'), '--config-file', self.config],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.wait_ready(timeout)
+    def start(self, timeout=60, wait=True):
+        """Start the agent; with ``wait``, until it answers a call.
+
+        Without ``wait`` it returns at once: an agent whose broker is away
+        does not answer calls, but it repairs, and serves /healthz.
+        """
+        self._log_start = self._log_size()
+        with open(os.path.join(self.dir, 'agent.stderr'), 'ab') as err:
+            self.proc = subprocess.Popen(
+                [script('vifagent-agent'), '--config-file', self.config],
+                stdout=subprocess.DEVNULL, stderr=err)
+        if wait:
+            self.wait_ready(timeout)
 
     def wait_ready(self, timeout=60):
         deadline = time.monotonic() + timeout
@@ -131,12 +174,67 @@ class AgentFixture(fixtures.Fixture):
                 if time.monotonic() > deadline:
                     raise AssertionError('agent not ready:\n' + self.log())
 
-    def log(self):
+    def log(self, limit=4000):
+        """The end of the agent's log (of every run of this fixture)."""
         try:
-            with open(os.path.join(self.dir, 'agent.log')) as f:
-                return f.read()[-4000:]
+            with open(self.log_path) as f:
+                return f.read()[-limit:]
         except OSError:
             return ''
+
+    def _log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def wait_log(self, pattern, timeout=30):
+        """The first match of ``pattern`` in the log of the latest start."""
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while True:
+            try:
+                with open(self.log_path, 'rb') as f:
+                    f.seek(self._log_start)
+                    match = regex.search(f.read().decode('utf-8',
+                                                         'replace'))
+            except OSError:
+                match = None
+            if match:
+                return match
+            if self.proc.poll() is not None:
+                raise AssertionError('vifagent-agent exited with %s:\n%s' % (
+                    self.proc.returncode, self.log()))
+            if time.monotonic() > deadline:
+                raise AssertionError('no %r in the agent log:\n%s' % (
+                    pattern, self.log()))
+            time.sleep(0.1)
+
+    def metrics_url(self, timeout=30):
+        """The metrics and health URL of the latest start, from its log.
+
+        Found without RPC, so also while the agent's broker is away.
+        """
+        return self.wait_log(r'Metrics and health on (http://\S+/)',
+                             timeout).group(1)
+
+    def attach_log_on_failure(self, test):
+        """Add the agent's log (and stderr) to ``test``'s failure details.
+
+        The log is read when the test fails, before the fixture's cleanup
+        removes it, and stestr prints it with the traceback.
+        """
+        def attach(exc_info):
+            test.addDetail('agent.log', content.text_content(
+                self.log(limit=60000)))
+            try:
+                with open(os.path.join(self.dir, 'agent.stderr')) as f:
+                    stderr = f.read()[-8000:]
+            except OSError:
+                stderr = ''
+            if stderr:
+                test.addDetail('agent.stderr', content.text_content(stderr))
+        test.addOnException(attach)
 
     def terminate(self, timeout=15):
         """SIGTERM; return the exit code (the agent must stop quickly)."""

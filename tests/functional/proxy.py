@@ -13,8 +13,8 @@
 """A socket relay a test can cut and restore.
 
 Putting one between an agent and a shared service (ovsdb-server,
-libvirtd) takes that service away from this agent only, never from other
-tests on the host.
+libvirtd, RabbitMQ) takes that service away from this agent only, never
+from other tests on the host.
 """
 
 import os
@@ -27,7 +27,9 @@ class SocketProxy:
 
     A TCP proxy listens on 127.0.0.1 (``port``); a unix one on ``path``.
     ``cut()`` drops the listener and every relayed connection;
-    ``restore()`` listens again at the same address.
+    ``restore()`` listens again at the same address. ``hold()`` stalls
+    every relayed connection without closing it (a peer that went
+    silent); ``release()`` delivers what was held and relays again.
     """
 
     def __init__(self, target, path=None):
@@ -38,6 +40,8 @@ class SocketProxy:
         self._listener = None
         self._conns = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.restore()
 
     def restore(self):
@@ -67,20 +71,27 @@ class SocketProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
-            upstream = self._connect()
+            try:
+                upstream = self._connect()
+            except OSError:
+                # The service is away: the client sees its connection
+                # closed, as it would without the relay.
+                client.close()
+                continue
             with self._lock:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b),
                                  daemon=True).start()
 
-    @staticmethod
-    def _pipe(src, dst):
+    def _pipe(self, src, dst):
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                # Held: the bytes wait here, in order, until release().
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
@@ -90,6 +101,18 @@ class SocketProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def hold(self):
+        """Stop relaying in both directions; connections stay open.
+
+        The peers see a network that went quiet: requests sent meanwhile
+        are not answered until release(). cut() ends a hold.
+        """
+        self._flowing.clear()
+
+    def release(self):
+        """Deliver what was held and relay again; idempotent."""
+        self._flowing.set()
 
     def cut(self):
         """Drop the listener and every relayed connection; idempotent."""
@@ -113,3 +136,6 @@ class SocketProxy:
             except OSError:
                 pass
             conn.close()
+        # Threads holding bytes for a dropped connection fail to send and
+        # end; connections made after a restore() are relayed at once.
+        self._flowing.set()
