@@ -20,6 +20,7 @@ would collide, and no two ports for the same VM NIC (instance and MAC),
 which would fight over one tap.
 """
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -69,6 +70,19 @@ CREATE TABLE IF NOT EXISTS vlans (
 """
 
 
+_SELECT = 'SELECT port_id, network_id, revision, data FROM bindings'
+
+
+@dataclasses.dataclass(frozen=True)
+class Quarantined:
+    """A stored binding that no longer validates, and why."""
+
+    port_id: str
+    network_id: str
+    revision: int
+    reason: str
+
+
 class Store:
     """Bindings and VLAN allocations of one agent."""
 
@@ -97,22 +111,36 @@ class Store:
         with self._read_lock:
             return self._reader.execute(sql, args).fetchall()
 
-    def _binding(self, data):
-        # Stored bindings were validated on the way in; validating again
-        # on the way out keeps a hand-edited database from reaching the
-        # dataplane.
-        return binding_mod.Binding.from_dict(json.loads(data),
-                                             self.default_mtu)
+    def _binding(self, port_id, network_id, revision, data):
+        """The stored row as a Binding, or as a Quarantined one.
+
+        Stored bindings were validated on the way in; validating again on
+        the way out keeps a hand-edited database from reaching the
+        dataplane. A row today's rules refuse (after an upgrade tightened
+        one) is quarantined: kept, reported, never plugged or collected.
+        """
+        try:
+            return binding_mod.Binding.from_dict(json.loads(data),
+                                                 self.default_mtu)
+        except (exception.InvalidBinding, ValueError) as e:
+            return Quarantined(port_id, network_id, revision, str(e))
 
     # -- reads ------------------------------------------------------------
     def get(self, port_id):
-        rows = self._read('SELECT data FROM bindings WHERE port_id = ?',
-                          (port_id,))
-        return self._binding(rows[0][0]) if rows else None
+        """The Binding (or Quarantined row) of ``port_id``, or None."""
+        rows = self._read(_SELECT + ' WHERE port_id = ?', (port_id,))
+        return self._binding(*rows[0]) if rows else None
+
+    def load(self):
+        """``(bindings, quarantined)``: every stored row, sorted by id."""
+        rows = [self._binding(*row)
+                for row in self._read(_SELECT + ' ORDER BY port_id')]
+        return ([r for r in rows if not isinstance(r, Quarantined)],
+                [r for r in rows if isinstance(r, Quarantined)])
 
     def all(self):
-        rows = self._read('SELECT data FROM bindings ORDER BY port_id')
-        return [self._binding(row[0]) for row in rows]
+        """Every stored binding that today's rules accept."""
+        return self.load()[0]
 
     def port_ids(self):
         return [r[0] for r in self._read(
@@ -183,16 +211,19 @@ class Store:
                         b.instance_uuid, b.mac_address, other[0]))
 
     def delete(self, port_id):
-        """Remove a binding (kept as a tombstone); return it or None."""
+        """Remove a binding (kept as a tombstone); return it or None.
+
+        A quarantined row is removed too, and returned as Quarantined.
+        """
         with self._lock, self._transaction():
             return self._delete(port_id)
 
     def _put(self, binding):
         db = self._db
-        row = db.execute('SELECT revision, data FROM bindings '
-                         'WHERE port_id = ?', (binding.port_id,)).fetchone()
+        row = db.execute(_SELECT + ' WHERE port_id = ?',
+                         (binding.port_id,)).fetchone()
         if row is not None:
-            current = self._binding(row[1])
+            current = self._binding(*row)
             if binding.revision < current.revision:
                 raise exception.StaleRevision(
                     port_id=binding.port_id, revision=binding.revision,
@@ -219,7 +250,7 @@ class Store:
              json.dumps(binding.to_dict(), sort_keys=True)))
         if row is not None:
             # A port that moved network frees its old VLAN first.
-            self._release_if_unused(self._binding(row[1]).network_id)
+            self._release_if_unused(current.network_id)
         vlan = self._allocate(binding.network_id)
         return (UPDATED if row is not None else CREATED), vlan
 
@@ -230,15 +261,15 @@ class Store:
         leaves the tombstone, so the next start removes the chain instead
         of leaking it.
         """
-        row = self._db.execute('SELECT data FROM bindings WHERE port_id = ?',
+        row = self._db.execute(_SELECT + ' WHERE port_id = ?',
                                (port_id,)).fetchone()
         if row is None:
             return None
-        old = self._binding(row[0])
+        old = self._binding(*row)
         self._db.execute('DELETE FROM bindings WHERE port_id = ?',
                          (port_id,))
         self._db.execute('INSERT OR REPLACE INTO unbinding (port_id, data) '
-                         'VALUES (?, ?)', (port_id, row[0]))
+                         'VALUES (?, ?)', (port_id, row[3]))
         self._db.execute('DELETE FROM reported WHERE port_id = ?',
                          (port_id,))
         self._release_if_unused(old.network_id)

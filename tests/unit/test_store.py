@@ -205,3 +205,45 @@ class TestStore(base.BaseTestCase):
                          self.open().reported())
         self.store.delete(b.port_id)
         self.assertEqual({}, self.store.reported())
+
+
+class TestQuarantine(base.BaseTestCase):
+    """A stored row that today's rules refuse blocks nothing."""
+
+    def setUp(self):
+        super().setUp()
+        self.store = store_mod.Store(self.useFixture(fixtures.TempDir()).path)
+        self.addCleanup(self.store.close)
+        self.good, self.bad = make(), make(revision=3)
+        self.store.put(self.good)
+        self.store.put(self.bad)
+        # As if an upgrade tightened a rule: the row no longer validates.
+        data = dict(self.bad.to_dict(), mtu=10)
+        self.store._db.execute('UPDATE bindings SET data = ? '
+                               'WHERE port_id = ?',
+                               (json.dumps(data), self.bad.port_id))
+
+    def test_kept_apart_not_lost(self):
+        bindings, quarantined = self.store.load()
+        self.assertEqual([self.good], bindings)
+        self.assertEqual([self.bad.port_id],
+                         [q.port_id for q in quarantined])
+        self.assertIn('mtu', quarantined[0].reason)
+        self.assertEqual(3, quarantined[0].revision)
+        self.assertEqual([self.good], self.store.all())
+        self.assertIsInstance(self.store.get(self.bad.port_id),
+                              store_mod.Quarantined)
+
+    def test_replaced_by_a_valid_binding_or_removed(self):
+        self.assertRaises(exception.StaleRevision, self.store.put,
+                          make(port_id=self.bad.port_id, revision=2))
+        fixed = make(port_id=self.bad.port_id, revision=4)
+        self.assertEqual(store_mod.UPDATED, self.store.put(fixed)[0])
+        self.assertEqual([], self.store.load()[1])
+        self.store._db.execute('UPDATE bindings SET data = ? '
+                               'WHERE port_id = ?',
+                               (json.dumps({'port_id': fixed.port_id}),
+                                fixed.port_id))
+        _, removed = self.store.replace_all([self.good])
+        self.assertEqual([fixed.port_id], [r.port_id for r in removed])
+        self.assertEqual(([self.good], []), self.store.load())

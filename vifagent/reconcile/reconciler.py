@@ -29,6 +29,7 @@ import threading
 
 from oslo_log import log as logging
 
+from vifagent import binding as binding_mod
 from vifagent import exception
 from vifagent.reconcile import gc
 from vifagent.reconcile import index as index_mod
@@ -64,6 +65,7 @@ class Reconciler:
         self._lock = threading.RLock()
         self._results = {}
         self._snapshot = {}
+        self._quarantined = []
 
     # -- life cycle -------------------------------------------------------
     def start(self):
@@ -157,8 +159,10 @@ class Reconciler:
 
     def list(self):
         snapshot = self._snapshot
+        bindings, quarantined = self.store.load()
         return [self._reply(b, snapshot.get(b.port_id))
-                for b in self.store.all()]
+                for b in sorted(bindings + quarantined,
+                                key=lambda b: b.port_id)]
 
     def counts(self):
         """Bound ports by status (PENDING: not verified yet)."""
@@ -169,6 +173,8 @@ class Reconciler:
         return {s: counts.get(s, 0) for s in state.STATUSES}
 
     def _reply(self, binding, result):
+        if isinstance(binding, store_mod.Quarantined):
+            return self._quarantined_reply(binding)
         if result is None:
             # Stored, not plugged and verified yet.
             devices = dataclasses.asdict(binding.devices)
@@ -191,22 +197,60 @@ class Reconciler:
             'devices': result.devices,
         }
 
+    def _quarantined_reply(self, row):
+        """A stored row today's rules refuse: ERROR, chain left as it is."""
+        return {
+            'port_id': row.port_id, 'host': self.host,
+            'status': state.ERROR,
+            'reason': 'stored binding no longer valid: %s' % row.reason,
+            'vlan': self.store.vlan_for(row.network_id),
+            'revision': row.revision, 'network_id': row.network_id,
+            'mac_address': None, 'mtu': None, 'admin_state_up': None,
+            'devices': dict(dataclasses.asdict(
+                binding_mod.device_names(row.port_id)), tap=None),
+        }
+
     # -- the worker's passes ----------------------------------------------
     def _reconcile_ports(self, port_ids):
         """Repair the chains of these ports (those still bound)."""
         with self._lock:
-            bindings = [b for b in map(self.store.get, port_ids) if b]
+            bindings = [b for b in map(self.store.get, port_ids)
+                        if isinstance(b, binding_mod.Binding)]
             return self._plug(bindings) if bindings else {}
 
     def _full_pass(self):
-        """Every port, the integration bridge, garbage collection."""
+        """Every port, the integration bridge, garbage collection.
+
+        Quarantined rows are kept ERROR and their chains untouched: they
+        count as bound, so garbage collection never takes them.
+        """
         with self._lock:
             if self.engine.ovs.ensure_bridge():
                 self.stats.repairs['integration_bridge'] += 1
-            bindings = self.store.all()
+            bindings, quarantined = self.store.load()
             results = self._plug(bindings) if bindings else {}
-            self._collect_garbage({b.port_id for b in bindings})
+            self._quarantine(quarantined)
+            self._collect_garbage({b.port_id for b in
+                                   bindings + quarantined})
             return results
+
+    def _quarantine(self, rows):
+        self._quarantined = sorted(row.port_id for row in rows)
+        results = {}
+        for row in rows:
+            reply = self._quarantined_reply(row)
+            results[row.port_id] = state.PortResult(
+                port_id=row.port_id, status=state.ERROR,
+                reason=reply['reason'], vlan=reply['vlan'],
+                devices=reply['devices'])
+        if rows:
+            LOG.error('%d stored bindings no longer validate; kept and '
+                      'reported ERROR: %s', len(rows),
+                      ', '.join(r.port_id for r in rows))
+        self._results.update(results)
+        self._snapshot = dict(self._results)
+        self.status.record({pid: (r.status, r.reason)
+                            for pid, r in results.items()})
 
     def _collect_garbage(self, bound):
         due = self.collector.due(self.engine.observe(None), bound,
@@ -272,6 +316,10 @@ class Reconciler:
 
     def unhealthy(self):
         """Reasons the reconciler is unhealthy (empty when healthy)."""
+        problems = []
         if self.stats.last_full_pass_ok is False:
-            return ['the last full reconcile pass failed']
-        return []
+            problems.append('the last full reconcile pass failed')
+        if self._quarantined:
+            problems.append('stored bindings no longer validate: %s' %
+                            ', '.join(self._quarantined))
+        return problems

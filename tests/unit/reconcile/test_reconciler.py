@@ -12,6 +12,7 @@
 
 """The reconciler over a host in memory: life of a port, reads, statuses."""
 
+import json
 import threading
 import time
 import uuid
@@ -239,3 +240,35 @@ class TestEventsAndGarbage(Base):
         rec.worker.run_full_pass()
         self.assertIn(b.devices.qvo, self.host.ovs_ports)
         self.assertIn(b.devices.qbr, self.host.links)
+
+
+class TestQuarantine(Base):
+
+    def test_a_row_that_no_longer_validates_blocks_nothing(self):
+        good, bad = make(), make()
+        self.rec.bind(good)
+        self.rec.bind(bad)
+        self.rec.store._db.execute(
+            'UPDATE bindings SET data = ? WHERE port_id = ?',
+            (json.dumps(dict(bad.to_dict(), surprise=1)), bad.port_id))
+        self.host.links.pop(good.devices.qbr)
+        rec = self.open(orphan_grace=0)
+        rec.worker.run_full_pass()
+        self.assertTrue(rec.stats.last_full_pass_ok)
+        self.assertEqual(['stored bindings no longer validate: %s' %
+                          bad.port_id], rec.unhealthy())
+        self.assertEqual(state.ACTIVE, rec.get(good.port_id)['status'])
+        self.assertIn(good.devices.qbr, self.host.links)
+        got = rec.get(bad.port_id)
+        self.assertEqual(state.ERROR, got['status'])
+        self.assertIn('no longer valid', got['reason'])
+        self.assertEqual({good.port_id, bad.port_id},
+                         {p['port_id'] for p in rec.list()})
+        # Its chain is neither collected nor touched.
+        self.assertIn(bad.devices.qvo, self.host.ovs_ports)
+        self.assertEqual(state.ERROR, rec.status.pending()[bad.port_id][0])
+        # The controller can replace it, or remove it.
+        rec.sync([good])
+        self.assertNotIn(bad.devices.qvo, self.host.ovs_ports)
+        rec.worker.run_full_pass()
+        self.assertEqual([], rec.unhealthy())
