@@ -40,6 +40,8 @@ LOG = logging.getLogger(__name__)
 
 # Wait between attempts to start serving RPC while the broker is away.
 _SERVE_RETRY = 2.0
+# Longest wait for the RPC server to stop (see Agent._stop_server).
+_SERVER_STOP = 3
 
 
 class Agent:
@@ -154,21 +156,40 @@ class Agent:
         if self.metrics is not None:
             self.metrics.stop()
         if self._server is not None:
-            self._server.stop()
-            self._server.wait()
+            self._stop_server()
         if self._monitor is not None:
             self._monitor.stop()
         if self.reconciler is not None:
             self.engine.ovs.remove_listener(self.reconciler.on_ovsdb_row)
             self.reconciler.stop()
         if self.reporter is not None:
-            self.reporter.stop()
+            self.reporter.stop(timeout=2)
         if self.libvirt is not None:
             self.libvirt.stop()
         if self.engine is not None:
             self.engine.stop()
         if self.store is not None:
             self.store.close()
-        if self._transport is not None:
-            self._transport.cleanup()
         LOG.info('vifagent stopped; chains left in place')
+        if self._transport is not None:
+            # Last: with the broker away this may wait for it.
+            self._transport.cleanup()
+
+    def _stop_server(self):
+        """Stop serving RPC; give up waiting after _SERVER_STOP seconds.
+
+        With the broker away, oslo.messaging's listener may keep trying
+        to reconnect and never finish stopping; the agent's own parts
+        (store, reconciler, privsep) must still be stopped cleanly. With
+        no broker there is no call in flight to wait for.
+        """
+        def stop():
+            self._server.stop()
+            self._server.wait()
+        stopper = threading.Thread(target=stop, name='rpc-stop',
+                                   daemon=True)
+        stopper.start()
+        stopper.join(_SERVER_STOP)
+        if stopper.is_alive():
+            LOG.warning('RPC server did not stop within %d s (is the '
+                        'broker away?); stopping the rest', _SERVER_STOP)

@@ -209,9 +209,13 @@ class OvsDataplane:
             _Idl.listeners.remove(listener)
 
     def connected(self):
-        """True while the IDL's session with ovsdb-server is up."""
-        with self._conn.lock:
-            return self._conn.idl._session.is_connected()
+        """True while the IDL's session with ovsdb-server is up.
+
+        Read without the connection's lock: ovsdbapp holds it for a whole
+        transaction, and a health check must answer during a plug. The
+        answer is one boolean of the session, safe to read as it changes.
+        """
+        return self._conn.idl._session.is_connected()
 
     def bridge_exists(self):
         with self._conn.lock:

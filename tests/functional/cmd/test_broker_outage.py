@@ -465,17 +465,21 @@ class TestReadsDuringPlug(AgentTestCase):
             'ovsdb_connection': 'tcp:127.0.0.1:%d' % self.ovsdb.port}})
 
     def test_reads_answer_while_a_plug_waits_for_ovsdb(self):
-        """get_agent_state, list_ports, get_port answer within 100 ms.
+        """Reads, /healthz and /metrics answer within 100 ms.
 
         A bind is made to wait inside its OVSDB transaction (the relay
         to ovsdb-server holds every byte); reads come from the store and
         a snapshot, never from under the plug's lock, so they answer.
         """
         old, _ = self.bind()
+        url = self.agent.metrics_url()
         reads = {
             'get_agent_state': self.client.get_agent_state,
             'list_ports': self.client.list_ports,
             'get_port': lambda: self.client.get_port(old['port_id']),
+            # Scrapes and health checks must not wait for a plug either.
+            '/healthz': lambda: health(url),
+            '/metrics': lambda: samples(url),
         }
         for read in reads.values():
             read()  # the client's reply queue is ready before timing
