@@ -156,7 +156,7 @@ class Store:
         return rows[0][0] if rows else None
 
     # -- writes -----------------------------------------------------------
-    def put(self, binding):
+    def put(self, binding, busy=()):
         """Store ``binding``; return (CREATED|UPDATED|UNCHANGED, vlan).
 
         An older revision raises StaleRevision. The same revision with the
@@ -164,18 +164,18 @@ class Store:
         update. Nothing is written when an error is raised.
         """
         with self._lock, self._transaction():
-            result = self._put(binding)
+            result = self._put(binding, busy)
             self._check_vm_nics([binding])
             return result
 
-    def put_many(self, bindings):
+    def put_many(self, bindings, busy=()):
         """Store several bindings atomically: all of them or none."""
         with self._lock, self._transaction():
-            results = [self._put(b) for b in bindings]
+            results = [self._put(b, busy) for b in bindings]
             self._check_vm_nics(bindings)
             return results
 
-    def replace_all(self, bindings):
+    def replace_all(self, bindings, busy=()):
         """Make ``bindings`` the complete set, atomically.
 
         Returns ``(results, removed)``: put results in the order given and
@@ -187,7 +187,7 @@ class Store:
                 'SELECT port_id FROM bindings')]
             removed = [self._delete(pid) for pid in stored
                        if pid not in wanted]
-            results = [self._put(b) for b in bindings]
+            results = [self._put(b, busy) for b in bindings]
             self._check_vm_nics(bindings)
             return results, removed
 
@@ -218,7 +218,7 @@ class Store:
         with self._lock, self._transaction():
             return self._delete(port_id)
 
-    def _put(self, binding):
+    def _put(self, binding, busy=()):
         db = self._db
         row = db.execute(_SELECT + ' WHERE port_id = ?',
                          (binding.port_id,)).fetchone()
@@ -251,7 +251,7 @@ class Store:
         if row is not None:
             # A port that moved network frees its old VLAN first.
             self._release_if_unused(current.network_id)
-        vlan = self._allocate(binding.network_id)
+        vlan = self._allocate(binding.network_id, busy)
         return (UPDATED if row is not None else CREATED), vlan
 
     def _delete(self, port_id):
@@ -308,16 +308,20 @@ class Store:
                                (network_id,)).fetchone()
         return row[0] if row else None
 
-    def _allocate(self, network_id):
+    def _allocate(self, network_id, busy=()):
+        """The network's VLAN, or the lowest one free and not ``busy``.
+
+        ``busy`` holds the tags OVS ports still carry: a VLAN released in
+        the store while a stale port keeps it (its removal failed) must
+        not go to another network, or that port joins another tenant's.
+        """
         vlan = self._vlan(network_id)
         if vlan is not None:
             return vlan
-        used = [r[0] for r in self._db.execute(
-            'SELECT vlan FROM vlans ORDER BY vlan')]
+        taken = {r[0] for r in self._db.execute('SELECT vlan FROM vlans')}
+        taken.update(busy)
         vlan = MIN_VLAN
-        for taken in used:
-            if taken != vlan:
-                break
+        while vlan in taken:
             vlan += 1
         if vlan > MAX_VLAN:
             raise exception.VlanPoolExhausted(network_id=network_id)

@@ -112,6 +112,10 @@ class FakeOvs:
                                        ovs_updates=list(updates),
                                        ovs_deletes=list(deletes)))
 
+    def tags_in_use(self):
+        return {p.tag for p in self.host.ovs_ports.values()
+                if p.tag is not None}
+
     def ensure_bridge(self):
         return False
 

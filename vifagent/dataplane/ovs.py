@@ -237,6 +237,15 @@ class OvsDataplane:
                 reason='cannot create bridge %s: %s' % (self.bridge, e))
         return True
 
+    def tags_in_use(self):
+        """The VLAN tags of the ports on the integration bridge now."""
+        with self._conn.lock:
+            bridge = idlutils.row_by_value(self.api.idl, 'Bridge', 'name',
+                                           self.bridge, None)
+            ports = list(bridge.ports) if bridge else []
+            return {tag for tag in (_optional(p.tag) for p in ports)
+                    if tag is not None}
+
     def observe(self, names=None):
         """Return ``{name: OvsPort}`` from the IDL replica.
 

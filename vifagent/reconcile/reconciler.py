@@ -104,7 +104,7 @@ class Reconciler:
     def bind(self, binding):
         """Store one binding, plug it; return its reply."""
         with self._lock:
-            self.store.put(binding)
+            self.store.put(binding, busy=self.engine.ovs.tags_in_use())
             result = self._plug([binding])[binding.port_id]
         if result.failed:
             self.worker.mark([binding.port_id])  # retried with backoff
@@ -122,7 +122,8 @@ class Reconciler:
     def sync(self, bindings):
         """Make bindings this host's complete set: add, update, remove."""
         with self._lock:
-            results, removed = self.store.replace_all(bindings)
+            results, removed = self.store.replace_all(
+                bindings, busy=self.engine.ovs.tags_in_use())
             removed_ids = [b.port_id for b in removed]
             if removed_ids:
                 self._unplug(removed_ids)

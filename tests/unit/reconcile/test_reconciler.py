@@ -112,6 +112,18 @@ class TestLife(Base):
                          [self.host.links[x.devices.qvb].mtu
                           for x in (a, b, other)])
 
+    def test_a_vlan_a_stale_port_carries_is_not_given_away(self):
+        old = make()
+        self.assertEqual(1, self.rec.bind(old)['vlan'])
+        # OVSDB fails the removal: the old qvo keeps tag 1.
+        self.rec.engine.ovs.fail = 'OVSDB is away'
+        self.assertIsNotNone(self.rec.unbind(old.port_id)['left_behind'])
+        self.assertEqual(1, self.host.ovs_ports[old.devices.qvo].tag)
+        self.rec.engine.ovs.fail = None
+        new = make()
+        self.assertEqual(2, self.rec.bind(new)['vlan'])
+        self.assertEqual(3, self.rec.sync([new, make()])['ports'][1]['vlan'])
+
     def test_failed_ovs_write_is_error_and_retried(self):
         self.rec.engine.ovs.fail = 'OVSDB is away'
         reply = self.rec.bind(make())
