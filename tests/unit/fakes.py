@@ -57,6 +57,8 @@ class FakeLinux:
 
     def __init__(self, host):
         self.host = host
+        #: Ops to drop silently: a write reported done that did not stick.
+        self.drop = set()
 
     def observe(self, names=None):
         links = self.host.links
@@ -65,6 +67,8 @@ class FakeLinux:
         return {name: links[name] for name in names if name in links}
 
     def apply(self, groups, deletes):
+        groups = {key: [op for op in ops if op.op not in self.drop]
+                  for key, ops in groups.items()}
         self.host.commit(plan_mod.Plan(link_ops=groups,
                                        deletes=list(deletes)))
         return {'ports': {}, 'deletes': {}}

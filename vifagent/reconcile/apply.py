@@ -96,10 +96,10 @@ class Engine:
         if plan.empty() and not plan.conflicts:
             # Nothing to do: the observation just made is the verification.
             return self._verify(ports, names, plan, {}, observed)
-        errors = self._apply(plan)
+        errors = self._apply(plan, ports)
         return self._verify(ports, names, plan, errors)
 
-    def _apply(self, plan):
+    def _apply(self, plan, ports=()):
         """Apply a plan; return {port_id: error} for ports that failed."""
         errors = dict(plan.conflicts)
         if plan.link_ops or plan.deletes:
@@ -114,16 +114,44 @@ class Engine:
         if netns_up:
             errors.update(self.linux.netns_up(netns_up))
             self.counters.netns_ops += len(netns_up)
-        self._apply_ovs(plan, errors)
+        isolate = set()
+        if plan.ovs_adds or plan.ovs_updates:
+            isolate = self._unverified(ports, plan, errors)
+        self._apply_ovs(plan, errors, isolate)
         return errors
 
-    def _apply_ovs(self, plan, errors):
-        # Isolate first: a port whose Linux side failed is not added, and
-        # an existing one is moved to the dead VLAN until a later apply
-        # completes it.
-        adds = [s for s in plan.ovs_adds if s.port_id not in errors]
+    def _unverified(self, ports, plan, errors):
+        """Ports whose Linux side a fresh look does not find complete.
+
+        Isolate first: the OVS side of a port is given its real VLAN only
+        once its Linux side is seen whole, not merely reported written.
+        """
+        changed = set(plan.link_ops) | set(plan.netns_up)
+        touched = [p for p in ports
+                   if p.port_id in changed and p.port_id not in errors]
+        if not touched:
+            return set()
+        check = plan_mod.plan_plug(
+            touched, self.observe(observe_mod.names_of(touched)),
+            self.owner, self.ovs.bridge)
+        unverified = set(check.link_ops) | set(check.netns_up) | set(
+            check.conflicts)
+        for pid in sorted(unverified):
+            LOG.warning('Port %s: Linux side not complete after apply; '
+                        'its OVS port stays on VLAN %d', pid,
+                        binding_mod.DEAD_VLAN)
+        return unverified
+
+    def _apply_ovs(self, plan, errors, isolate=()):
+        # Isolate first: a port whose Linux side failed is not added; one
+        # whose Linux side is not seen complete is added (or moved) to
+        # the dead VLAN until a later apply completes it.
+        dead = set(errors) | set(isolate)
+        adds = [dataclasses.replace(s, tag=binding_mod.DEAD_VLAN)
+                if s.port_id in isolate else s
+                for s in plan.ovs_adds if s.port_id not in errors]
         updates = [state.OvsPortSpec(s.port_id, s.name, binding_mod.DEAD_VLAN)
-                   if s.port_id in errors else s for s in plan.ovs_updates]
+                   if s.port_id in dead else s for s in plan.ovs_updates]
         if not (adds or updates or plan.ovs_deletes):
             return
         deletes = plan.ovs_deletes

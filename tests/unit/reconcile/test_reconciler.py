@@ -23,6 +23,7 @@ from oslotest import base
 from tests.unit import fakes
 from vifagent import binding as binding_mod
 from vifagent import exception
+from vifagent import ops
 from vifagent.reconcile import reconciler as reconciler_mod
 from vifagent import state
 from vifagent import store as store_mod
@@ -123,6 +124,19 @@ class TestLife(Base):
         new = make()
         self.assertEqual(2, self.rec.bind(new)['vlan'])
         self.assertEqual(3, self.rec.sync([new, make()])['ports'][1]['vlan'])
+
+    def test_isolated_until_the_linux_side_is_seen_whole(self):
+        # The kernel "accepts" qvb's enslavement but it does not stick.
+        self.rec.engine.linux.drop = {ops.Op.SET_MASTER}
+        b = make()
+        reply = self.rec.bind(b)
+        self.assertEqual(state.ERROR, reply['status'])
+        self.assertEqual(binding_mod.DEAD_VLAN,
+                         self.host.ovs_ports[b.devices.qvo].tag)
+        self.rec.engine.linux.drop = set()
+        reply = self.rec.bind(b)
+        self.assertEqual(state.ACTIVE, reply['status'])
+        self.assertEqual(1, self.host.ovs_ports[b.devices.qvo].tag)
 
     def test_failed_ovs_write_is_error_and_retried(self):
         self.rec.engine.ovs.fail = 'OVSDB is away'
