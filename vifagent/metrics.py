@@ -106,6 +106,17 @@ class _AgentCollector:
                 'vifagent_reconcile_last_full_pass_seconds',
                 'Duration of the last full reconcile pass.',
                 value=loop['last_full_pass_duration'])
+        gc_state = state['garbage_collection']
+        yield core.GaugeMetricFamily(
+            'vifagent_gc_suspended',
+            'Whether garbage collection is suspended (1) because the store '
+            'did not build this host\'s chains, until a sync_ports.',
+            value=1 if gc_state['suspended'] else 0)
+        yield core.GaugeMetricFamily(
+            'vifagent_gc_deferred',
+            'Orphaned chains the last full pass kept: over the per-pass '
+            'cap, or all of them while collection is suspended.',
+            value=gc_state['deferred'])
         writes = core.CounterMetricFamily(
             'vifagent_dataplane_writes', 'Writes made to the host.',
             labels=['kind'])

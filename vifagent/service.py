@@ -75,7 +75,8 @@ class Agent:
             resync_interval=conf.agent.resync_interval,
             orphan_grace=conf.agent.orphan_grace,
             max_retries=conf.agent.max_retries,
-            retry_cap=conf.agent.retry_backoff_cap)
+            retry_cap=conf.agent.retry_backoff_cap,
+            max_orphan_removals=conf.agent.max_orphan_removals)
         if conf.libvirt.enabled:
             # Connected before the first pass, so it already sees the taps.
             self.libvirt = libvirt_dp.Watcher(

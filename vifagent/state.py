@@ -29,6 +29,7 @@ __all__ = [
     'PENDING',
     'STATUSES',
     'OWNER_KEY',
+    'STORE_KEY',
     'ALIAS_PREFIX',
     'alias_for',
     'DesiredPort',
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 OWNER_KEY = 'vifagent-owner'
+#: Integration bridge external_ids key naming the store of its chains.
+STORE_KEY = 'vifagent-store'
 
 PENDING = 'PENDING'
 DOWN = 'DOWN'

@@ -25,6 +25,7 @@ import json
 import os
 import sqlite3
 import threading
+import uuid
 
 from oslo_log import log as logging
 
@@ -63,6 +64,10 @@ CREATE TABLE IF NOT EXISTS unbinding (
     port_id TEXT PRIMARY KEY,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS vlans (
     network_id TEXT PRIMARY KEY,
     vlan INTEGER NOT NULL UNIQUE
@@ -96,6 +101,16 @@ class Store:
         self._db.execute('PRAGMA journal_mode=WAL')
         self._db.execute('PRAGMA synchronous=FULL')
         self._db.executescript(_SCHEMA)
+        # The store's identity, recorded on the integration bridge by the
+        # reconciler: a new or replaced store is then told from the one
+        # that built the host's chains.
+        new_id = str(uuid.uuid4())
+        self._db.execute("INSERT OR IGNORE INTO meta (key, value) "
+                         "VALUES ('store_id', ?)", (new_id,))
+        self.identity = self._db.execute(
+            "SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0]
+        #: True when this store was created by this open.
+        self.is_new = self.identity == new_id
         # Reads have their own connection: under WAL they see the last
         # commit and never wait for a writer (a long sync, say).
         self._read_lock = threading.Lock()

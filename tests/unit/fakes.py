@@ -100,6 +100,7 @@ class FakeOvs:
         self.fail = None
         self.bridge_created = 0
         self.listeners = []
+        self.external_ids = {}
 
     def observe(self, names=None):
         ports = self.host.ovs_ports
@@ -115,6 +116,14 @@ class FakeOvs:
         self.host.commit(plan_mod.Plan(ovs_adds=list(adds),
                                        ovs_updates=list(updates),
                                        ovs_deletes=list(deletes)))
+
+    def bridge_external_ids(self):
+        return dict(self.external_ids)
+
+    def set_bridge_external_ids(self, values):
+        if self.fail:
+            raise exception.OvsdbError(reason=self.fail)
+        self.external_ids.update(values)
 
     def tags_in_use(self):
         return {p.tag for p in self.host.ovs_ports.values()

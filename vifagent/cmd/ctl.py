@@ -148,6 +148,10 @@ def _watch(args, transport, out):
                         time.strftime('%H:%M:%S'), s.get('host'),
                         s.get('port_id'), s.get('status'),
                         s.get('reason') or ''))
+            elif kind == 'resync_request':
+                out.write('%s %s resync_request %s\n' % (
+                    time.strftime('%H:%M:%S'), payload['host'],
+                    payload['reason']))
             else:
                 out.write('%s %s heartbeat %s\n' % (
                     time.strftime('%H:%M:%S'), payload.get('host'),
@@ -162,7 +166,9 @@ def _watch(args, transport, out):
         transport, CONF.agent.report_topic,
         'vifagent-ctl-%s' % uuid.uuid4().hex[:8],
         lambda statuses: emit('port_status', statuses),
-        lambda state: emit('report_state', state))
+        lambda state: emit('report_state', state),
+        lambda host, reason: emit('resync_request',
+                                  {'host': host, 'reason': reason}))
     listener.start()
     try:
         done.wait(args.duration)

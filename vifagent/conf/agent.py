@@ -50,6 +50,12 @@ agent_opts = [
         help='Seconds an orphan (a chain this agent owns with no binding) '
              'is left alone before a full pass removes it.'),
     cfg.IntOpt(
+        'max_orphan_removals', default=50, min=1,
+        help='Most orphaned chains one full pass removes; the rest wait '
+             'for the next pass (a log line and the metric '
+             'vifagent_gc_deferred say how many). A bound on what a '
+             'wrong view of the host can destroy at once.'),
+    cfg.IntOpt(
         'max_retries', default=5, min=0,
         help='Retries of a failing port (backoff 0.5 s doubling, capped by '
              'retry_backoff_cap) before it stays in ERROR until the next '

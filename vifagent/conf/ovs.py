@@ -18,9 +18,27 @@ GROUP = cfg.OptGroup('ovs', title='Open vSwitch options')
 
 ovs_opts = [
     cfg.StrOpt(
-        'ovsdb_connection', default='tcp:127.0.0.1:6640',
-        help='OVSDB server the agent connects to, e.g. tcp:127.0.0.1:6640 '
-             'or unix:/var/run/openvswitch/db.sock.'),
+        'ovsdb_connection', default='unix:/var/run/openvswitch/db.sock',
+        help='OVSDB server the agent connects to: unix:PATH (the local '
+             'socket, which by default only root may open), ssl:HOST:PORT '
+             '(mutual TLS; set ssl_key_file, ssl_cert_file and '
+             'ssl_ca_cert_file) or tcp:HOST:PORT. tcp: is neither '
+             'encrypted nor authenticated: anyone who can reach the port, '
+             'any local user for 127.0.0.1, can rewrite the switch. Avoid '
+             'it outside tests.'),
+    cfg.StrOpt(
+        'ssl_key_file',
+        help='PEM private key of the agent\'s client certificate, for an '
+             'ssl: ovsdb_connection. Required with ssl:.'),
+    cfg.StrOpt(
+        'ssl_cert_file',
+        help='PEM client certificate the agent presents to ovsdb-server, '
+             'for an ssl: ovsdb_connection. Required with ssl:.'),
+    cfg.StrOpt(
+        'ssl_ca_cert_file',
+        help='PEM CA certificate that must have signed ovsdb-server\'s '
+             'certificate, for an ssl: ovsdb_connection. Required with '
+             'ssl:.'),
     cfg.IntOpt(
         'ovsdb_timeout', default=10, min=1,
         help='Seconds an OVSDB transaction (including ovs-vswitchd '

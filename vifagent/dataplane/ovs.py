@@ -17,11 +17,18 @@ transaction). Writes for any number of ports go into one transaction,
 committed with ``check_error=True`` so a failed write raises instead of
 being logged, and the transaction waits until ovs-vswitchd has taken the
 new configuration.
+
+The connection is ``unix:`` (the default), ``ssl:`` or ``tcp:``. For
+``ssl:`` python-ovs takes the client key, certificate and CA certificate
+as settings of the whole process (``ovs.stream.Stream``), which is one
+more reason there is one OVSDB connection per process (``_Api``).
 """
 
+import os
 import threading
 
 from oslo_log import log as logging
+from ovs import stream as ovs_stream
 from ovsdbapp.backend.ovs_idl import command
 from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.backend.ovs_idl import idlutils
@@ -38,7 +45,7 @@ LOG = logging.getLogger(__name__)
 # Interface, which would otherwise dominate its CPU and memory.
 _COLUMNS = {
     'Open_vSwitch': ['bridges', 'cur_cfg', 'next_cfg'],
-    'Bridge': ['name', 'ports', 'datapath_type'],
+    'Bridge': ['name', 'ports', 'datapath_type', 'external_ids'],
     'Port': ['name', 'interfaces', 'tag', 'other_config', 'external_ids'],
     'Interface': ['name', 'type', 'external_ids', 'ofport', 'error',
                   'ifindex'],
@@ -70,6 +77,40 @@ class _Idl(connection.OvsdbIdl):
                 listener(event, table, name)
             except Exception:
                 LOG.exception('OVSDB event listener failed')
+
+
+def ssl_remotes(connection_string):
+    """The ``ssl:`` remotes among a comma-separated connection string."""
+    return [r for r in (c.strip() for c in connection_string.split(','))
+            if r.startswith('ssl:')]
+
+
+def check_ssl_files(connection_string, key_file, cert_file, ca_cert_file):
+    """Refuse an ``ssl:`` connection whose TLS files are unset or unreadable.
+
+    python-ovs would otherwise fail later and vaguely (inside its
+    connection thread, retrying for ever) or, worse, never say which file
+    is wrong. Returns ``(key, cert, ca_cert)`` for an ``ssl:`` connection
+    and None for any other.
+    """
+    remotes = ssl_remotes(connection_string)
+    if not remotes:
+        return None
+    files = (('ssl_key_file', key_file), ('ssl_cert_file', cert_file),
+             ('ssl_ca_cert_file', ca_cert_file))
+    unset = [name for name, path in files if not path]
+    if unset:
+        raise exception.OvsdbError(
+            reason='%s needs [ovs] ssl_key_file, ssl_cert_file and '
+                   'ssl_ca_cert_file; not set: %s' % (
+                       ','.join(remotes), ', '.join(unset)))
+    unreadable = ['%s (%s)' % (name, path) for name, path in files
+                  if not os.access(path, os.R_OK)]
+    if unreadable:
+        raise exception.OvsdbError(
+            reason='%s: cannot read %s' % (','.join(remotes),
+                                           ', '.join(unreadable)))
+    return key_file, cert_file, ca_cert_file
 
 
 def _marked(port):
@@ -137,29 +178,46 @@ class _Api(impl_idl.OvsdbIdl):
     ovsdbapp keeps one connection per Backend class for the whole process
     and silently ignores the connection given to later instances. This
     subclass gives vifagent its own class-level slot, counts its users and
-    refuses a second, different OVSDB address instead of ignoring it.
+    refuses a second, different OVSDB address (or other TLS files, which
+    python-ovs also holds for the whole process) instead of ignoring it.
     """
 
     _ovsdb_connection = None
     _remote = None
+    _ssl = None
     _users = 0
     _guard = threading.Lock()
 
     @classmethod
-    def attach(cls, remote, timeout):
+    def attach(cls, remote, timeout, ssl_files=None):
+        """Join the process's connection, or make it.
+
+        ``ssl_files`` is ``(key, cert, ca_cert)`` for an ``ssl:`` remote,
+        set on python-ovs's streams before the first connection attempt.
+        """
         with cls._guard:
             conn = cls._ovsdb_connection
             if conn is not None and cls._remote != remote:
                 raise exception.OvsdbError(
                     reason='already connected to %s, not %s' % (
                         cls._remote, remote))
+            if conn is not None and cls._ssl != ssl_files:
+                raise exception.OvsdbError(
+                    reason='already connected to %s with other TLS '
+                           'files' % remote)
             if conn is None:
+                if ssl_files is not None:
+                    key, cert, ca_cert = ssl_files
+                    ovs_stream.Stream.ssl_set_private_key_file(key)
+                    ovs_stream.Stream.ssl_set_certificate_file(cert)
+                    ovs_stream.Stream.ssl_set_ca_cert_file(ca_cert)
                 helper = idlutils.get_schema_helper(remote, 'Open_vSwitch')
                 for table, columns in _COLUMNS.items():
                     helper.register_columns(table, columns)
                 idl = _Idl(remote, helper)
                 conn = connection.Connection(idl, timeout=timeout)
                 cls._remote = remote
+                cls._ssl = ssl_files
             api = cls(conn)
             cls._users += 1
             return api
@@ -171,24 +229,41 @@ class _Api(impl_idl.OvsdbIdl):
             if cls._users == 0 and cls._ovsdb_connection is not None:
                 cls._ovsdb_connection.stop()
                 cls._ovsdb_connection = None
-                cls._remote = None
+                cls._remote = cls._ssl = None
 
 
 class OvsDataplane:
     """The integration bridge and the agent's ports on it."""
 
     def __init__(self, connection_string, bridge, timeout=10,
-                 datapath_type='system'):
+                 datapath_type='system', ssl_key_file=None,
+                 ssl_cert_file=None, ssl_ca_cert_file=None):
         self.connection_string = connection_string
         self.bridge = bridge
         self.timeout = timeout
         self.datapath_type = datapath_type
+        self.ssl_key_file = ssl_key_file
+        self.ssl_cert_file = ssl_cert_file
+        self.ssl_ca_cert_file = ssl_ca_cert_file
         self.api = None
         self._conn = None
 
     def start(self, ensure_bridge=True):
-        """Connect (or join the process's connection); ensure the bridge."""
-        self.api = _Api.attach(self.connection_string, self.timeout)
+        """Connect (or join the process's connection); ensure the bridge.
+
+        An ``ssl:`` connection without its three TLS files is refused here,
+        before any connection attempt, with an OvsdbError naming them.
+        """
+        ssl_files = check_ssl_files(
+            self.connection_string, self.ssl_key_file, self.ssl_cert_file,
+            self.ssl_ca_cert_file)
+        if any(r.strip().startswith('tcp:')
+               for r in self.connection_string.split(',')):
+            LOG.warning('OVSDB connection %s is neither encrypted nor '
+                        'authenticated; use unix: or ssl:',
+                        self.connection_string)
+        self.api = _Api.attach(self.connection_string, self.timeout,
+                               ssl_files)
         self._conn = self.api.ovsdb_connection
         if ensure_bridge:
             self.ensure_bridge()
@@ -236,6 +311,23 @@ class OvsDataplane:
             raise exception.OvsdbError(
                 reason='cannot create bridge %s: %s' % (self.bridge, e))
         return True
+
+    def bridge_external_ids(self):
+        """The integration bridge's external_ids ({} while it is absent)."""
+        with self._conn.lock:
+            bridge = idlutils.row_by_value(self.api.idl, 'Bridge', 'name',
+                                           self.bridge, None)
+            return dict(bridge.external_ids) if bridge else {}
+
+    def set_bridge_external_ids(self, values):
+        """Set keys of the integration bridge's external_ids."""
+        try:
+            self.api.db_set('Bridge', self.bridge,
+                            ('external_ids', values)).execute(
+                                check_error=True)
+        except Exception as e:
+            raise exception.OvsdbError(
+                reason='cannot mark bridge %s: %s' % (self.bridge, e))
 
     def tags_in_use(self):
         """The VLAN tags of the ports on the integration bridge now."""

@@ -71,7 +71,10 @@ class Engine:
         ovs_dp = ovs.OvsDataplane(conf.ovs.ovsdb_connection,
                                   conf.ovs.integration_bridge,
                                   timeout=conf.ovs.ovsdb_timeout,
-                                  datapath_type=conf.ovs.datapath_type)
+                                  datapath_type=conf.ovs.datapath_type,
+                                  ssl_key_file=conf.ovs.ssl_key_file,
+                                  ssl_cert_file=conf.ovs.ssl_cert_file,
+                                  ssl_ca_cert_file=conf.ovs.ssl_ca_cert_file)
         ovs_dp.start(ensure_bridge)
         return cls(linux.LinuxDataplane(), ovs_dp, conf.host)
 

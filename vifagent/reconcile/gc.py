@@ -29,13 +29,23 @@ LOG = logging.getLogger(__name__)
 
 
 class Collector:
-    """Decides, pass after pass, which orphans are due for removal."""
+    """Decides, pass after pass, which orphans are due for removal.
 
-    def __init__(self, host, grace):
+    ``suspended`` (a reason) stops all removal; ``max_removals`` bounds
+    what one pass removes.
+    """
+
+    def __init__(self, host, grace, max_removals=50):
         self.host = host
         self.grace = grace
+        self.max_removals = max_removals
+        self.suspended = None
+        self.deferred = 0
         self._seen = {}
         self._foreign_reported = set()
+
+    def to_dict(self):
+        return {'suspended': self.suspended, 'deferred': self.deferred}
 
     def due(self, observed, bound, tombstones, now=None):
         """Port ids to unplug now; foreign devices are logged once."""
@@ -55,4 +65,16 @@ class Collector:
                 LOG.warning('Device %s is named like ours but no binding '
                             'or marker makes it ours: leaving it alone',
                             name)
-        return due
+        if self.suspended:
+            if due:
+                LOG.warning('Keeping %d orphaned chains: garbage '
+                            'collection is suspended (%s)', len(due),
+                            self.suspended)
+            self.deferred = len(due)
+            return []
+        self.deferred = max(0, len(due) - self.max_removals)
+        if self.deferred:
+            LOG.warning('Removing %d orphaned chains this pass, %d more '
+                        'later: at most %d a pass', self.max_removals,
+                        self.deferred, self.max_removals)
+        return sorted(due)[:self.max_removals]

@@ -50,14 +50,16 @@ class Reconciler:
     """
 
     def __init__(self, store, engine, host, taps=None, resync_interval=60,
-                 orphan_grace=60, max_retries=5, retry_cap=30.0):
+                 orphan_grace=60, max_retries=5, retry_cap=30.0,
+                 max_orphan_removals=50):
         self.store = store
         self.engine = engine
         self.host = host
         self.taps = taps
         self.status = status_mod.StatusBook(store)
         self.index = index_mod.PortIndex()
-        self.collector = gc.Collector(host, orphan_grace)
+        self.collector = gc.Collector(host, orphan_grace,
+                                      max_orphan_removals)
         self.worker = worker_mod.Worker(
             self._reconcile_ports, self._full_pass, interval=resync_interval,
             max_retries=max_retries, retry_cap=retry_cap)
@@ -128,6 +130,7 @@ class Reconciler:
             if removed_ids:
                 self._unplug(removed_ids)
             plugged = self._plug(bindings) if bindings else {}
+            self._resume_collection()
         by_action = collections.defaultdict(list)
         for b, (action, _) in zip(bindings, results):
             by_action[action].append(b.port_id)
@@ -231,8 +234,11 @@ class Reconciler:
             bindings, quarantined = self.store.load()
             results = self._plug(bindings) if bindings else {}
             self._quarantine(quarantined)
-            self._collect_garbage({b.port_id for b in
-                                   bindings + quarantined})
+            observed = self.engine.observe(None)
+            bound = {b.port_id for b in bindings + quarantined}
+            tombstones = self.store.unbinding()
+            self._check_store(observed, bound | set(tombstones))
+            self._collect_garbage(observed, bound, tombstones)
             return results
 
     def _quarantine(self, rows):
@@ -253,9 +259,55 @@ class Reconciler:
         self.status.record({pid: (r.status, r.reason)
                             for pid, r in results.items()})
 
-    def _collect_garbage(self, bound):
-        due = self.collector.due(self.engine.observe(None), bound,
-                                 self.store.unbinding())
+    def _check_store(self, observed, known):
+        """Suspend garbage collection if this store did not build the host.
+
+        The integration bridge records the identity of the store whose
+        chains it carries. A new store (state_path not mounted yet, or
+        mistyped) or another one, while chains marked with this host
+        exist, would otherwise make every one of them an orphan: every VM
+        on the host would lose its network. Collection then waits for
+        the controller's full view (sync_ports), which is asked for.
+        """
+        if self.collector.suspended:
+            return
+        mark = self.engine.ovs.bridge_external_ids().get(state.STORE_KEY)
+        if mark == self.store.identity:
+            return
+        # Chains of this host the store knows nothing of: what garbage
+        # collection would take.
+        owned = any(p.external_ids.get(state.OWNER_KEY) == self.host and
+                    p.external_ids.get('iface-id') not in known
+                    for p in observed.ovs_ports.values())
+        if owned and self.store.is_new:
+            reason = ('the store is new (is state_path right?) but this '
+                      'host has chains it does not hold')
+        elif owned and mark is not None:
+            reason = ('the store (%s) is not the one that built this '
+                      'host\'s chains (%s)' % (self.store.identity, mark))
+        else:
+            # A fresh host, or a store from before identities: adopt.
+            self.engine.ovs.set_bridge_external_ids(
+                {state.STORE_KEY: self.store.identity})
+            return
+        LOG.error('Garbage collection suspended: %s; every chain is kept '
+                  'until the controller sends its full view', reason)
+        self.collector.suspended = reason
+        self.status.request_resync(reason)
+
+    def _resume_collection(self):
+        """After a sync_ports the store holds the controller's view."""
+        if not self.collector.suspended:
+            return
+        self.engine.ovs.set_bridge_external_ids(
+            {state.STORE_KEY: self.store.identity})
+        LOG.info('Garbage collection resumed: the store now holds the '
+                 'controller\'s full view')
+        self.collector.suspended = None
+        self.worker.mark_all('garbage collection resumed')
+
+    def _collect_garbage(self, observed, bound, tombstones):
+        due = self.collector.due(observed, bound, tombstones)
         if due:
             LOG.info('Removing %d orphaned chains: %s', len(due),
                      ', '.join(due))
@@ -313,6 +365,8 @@ class Reconciler:
             'ports_by_status': counts,
             'counters': dataclasses.asdict(self.engine.counters),
             'reconcile': self.stats.to_dict(),
+            'garbage_collection': self.collector.to_dict(),
+            'store': {'identity': self.store.identity},
         }
 
     def unhealthy(self):
@@ -320,6 +374,9 @@ class Reconciler:
         problems = []
         if self.stats.last_full_pass_ok is False:
             problems.append('the last full reconcile pass failed')
+        if self.collector.suspended:
+            problems.append('garbage collection suspended: %s' %
+                            self.collector.suspended)
         if self._quarantined:
             problems.append('stored bindings no longer validate: %s' %
                             ', '.join(self._quarantined))

@@ -12,6 +12,9 @@
 
 """Status memory: each port's latest status and what the controller heard.
 
+It also holds a pending request for the controller's full view (a
+resync_request), sent by the reporter like the statuses.
+
 The reconciler records results here and never waits for the broker; the
 reporter takes what differs from the last report, sends it, and only
 then marks it reported. While the broker is away, a port that changes
@@ -35,6 +38,7 @@ class StatusBook:
         self._latest = {}
         self._cond = threading.Condition()
         self._woken = False
+        self._resync = None
 
     def record(self, statuses):
         """Note {port_id: (status, reason)}; wake the reporter if new."""
@@ -63,6 +67,18 @@ class StatusBook:
         return {pid: value for pid, value in self._latest.items()
                 if self._reported.get(pid) != value}
 
+    def request_resync(self, reason):
+        """Ask the controller for its full view (a sync_ports)."""
+        with self._cond:
+            self._resync = reason
+            self._cond.notify_all()
+
+    def take_resync(self):
+        """The pending resync request's reason (None: none), taken."""
+        with self._cond:
+            reason, self._resync = self._resync, None
+            return reason
+
     def sent(self, statuses):
         """The controller has these: remember them, durably if possible."""
         with self._cond:
@@ -79,8 +95,9 @@ class StatusBook:
     def wait(self, timeout):
         """Until something is pending, wake() is called, or timeout."""
         with self._cond:
-            self._cond.wait_for(lambda: self._woken or self._pending(),
-                                timeout)
+            self._cond.wait_for(
+                lambda: self._woken or self._resync or self._pending(),
+                timeout)
             self._woken = False
 
     def wake(self):

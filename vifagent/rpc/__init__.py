@@ -17,6 +17,9 @@ API history:
 * 1.0 - bind_port, unbind_port, get_port, list_ports, sync_ports,
   get_agent_state; fanout cast network_update. Reports (agent to
   controller): casts port_status and report_state.
+* reports 1.1 - cast resync_request(host, reason): the agent needs the
+  controller's full view (a sync_ports). port_status and report_state
+  are still sent as 1.0, so 1.0 listeners keep working.
 """
 
 import oslo_messaging as messaging
@@ -29,7 +32,7 @@ __all__ = [
 ]
 
 API_VERSION = '1.0'
-REPORT_VERSION = '1.0'
+REPORT_VERSION = '1.1'
 ALLOWED_EXMODS = ['vifagent.exception']
 
 

@@ -73,9 +73,10 @@ class AgentClient:
 class _ReportEndpoint:
     target = messaging.Target(version=rpc.REPORT_VERSION)
 
-    def __init__(self, on_status, on_state):
+    def __init__(self, on_status, on_state, on_resync):
         self.on_status = on_status
         self.on_state = on_state
+        self.on_resync = on_resync
 
     def port_status(self, context, statuses):
         self.on_status(statuses)
@@ -83,14 +84,22 @@ class _ReportEndpoint:
     def report_state(self, context, state):
         self.on_state(state)
 
+    def resync_request(self, context, host, reason):
+        if self.on_resync is not None:
+            self.on_resync(host, reason)
 
-def get_report_listener(transport, topic, name, on_status, on_state):
-    """An RPC server receiving the agents' port_status and report_state.
 
-    ``name`` must be unique per listener; agents cast reports as fanout,
-    so every listener gets every report.
+def get_report_listener(transport, topic, name, on_status, on_state,
+                        on_resync=None):
+    """An RPC server receiving the agents' reports.
+
+    ``on_status(statuses)`` gets port_status casts, ``on_state(state)``
+    heartbeats, and ``on_resync(host, reason)`` an agent's request for the
+    controller's full view: answer it with ``sync_ports``. ``name`` must
+    be unique per listener; agents cast reports as fanout, so every
+    listener gets every report.
     """
     target = messaging.Target(topic=topic, server=name,
                               version=rpc.REPORT_VERSION)
-    return messaging.get_rpc_server(transport, target,
-                                    [_ReportEndpoint(on_status, on_state)])
+    return messaging.get_rpc_server(
+        transport, target, [_ReportEndpoint(on_status, on_state, on_resync)])

@@ -14,8 +14,9 @@
 
 Nothing else in the agent waits for the broker. The reconciler records
 statuses in a StatusBook; this thread sends what the controller has not
-heard (the latest status per port, in batches), and the heartbeat every
-``report_interval``. Each cast is tried a bounded number of times; a
+heard (the latest status per port, in batches), a resync_request when
+the reconciler asks for the controller's full view, and the heartbeat
+every ``report_interval``. Each cast is tried a bounded number of times; a
 failed send is tried again after a backoff, so the statuses that changed
 while the broker was away reach the controller once it is back.
 """
@@ -50,13 +51,17 @@ class Reporter:
         self.retry_cap = conf.agent.report_retry_cap
         self._book = book
         self._state = state
+        # Statuses and heartbeats as 1.0 (every listener takes them);
+        # resync_request needs a 1.1 listener.
         target = messaging.Target(topic=conf.agent.report_topic,
-                                  version=rpc.REPORT_VERSION)
+                                  version='1.0')
         # A bounded retry: oslo.messaging's default retries forever, and
         # a fanout exchange that vanished with its last listener makes a
         # cast fail with 404 until the connection declares it again.
         self._client = messaging.get_rpc_client(transport, target).prepare(
             fanout=True, retry=_CAST_RETRY)
+        self._resync_client = self._client.prepare(
+            version=rpc.REPORT_VERSION)
         self.up = None
         self.sent_batches = 0
         self.failures = 0
@@ -78,9 +83,9 @@ class Reporter:
                 'failures': self.failures,
                 'pending': len(self._book.pending())}
 
-    def _cast(self, method, **kwargs):
+    def _cast(self, method, client=None, **kwargs):
         try:
-            self._client.cast({}, method, **kwargs)
+            (client or self._client).cast({}, method, **kwargs)
         except Exception as e:
             self.failures += 1
             if self.up is not False:
@@ -106,11 +111,22 @@ class Reporter:
             self._book.sent(batch)
         return True
 
+    def _send_resync(self):
+        reason = self._book.take_resync()
+        if reason is None:
+            return True
+        if self._cast('resync_request', self._resync_client, host=self.host,
+                      reason=reason):
+            LOG.info('Asked the controller for its full view: %s', reason)
+            return True
+        self._book.request_resync(reason)  # again, after the backoff
+        return False
+
     def _run(self):
         next_beat = time.monotonic() + self.interval
         backoff = _FIRST_BACKOFF
         while not self._stopping.is_set():
-            ok = self._send_statuses()
+            ok = self._send_resync() and self._send_statuses()
             if ok and time.monotonic() >= next_beat:
                 try:
                     state = self._state()

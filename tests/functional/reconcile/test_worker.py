@@ -24,6 +24,7 @@ import uuid
 from tests.functional import agent_fixture
 from tests.functional import base
 from vifagent import binding as binding_mod
+from vifagent.rpc import client as client_mod
 
 REPAIR_TIMEOUT = 10
 
@@ -210,15 +211,45 @@ class TestOrphans(HealingTestCase):
 
     agent_options = {'resync_interval': 3600, 'orphan_grace': 0}
 
-    def test_chain_left_by_a_lost_store_is_collected(self):
+    def test_chain_left_by_a_lost_store_is_kept_until_a_sync(self):
+        """An empty store (state_path not mounted, say) wipes nothing.
+
+        The chain stays while garbage collection waits for the
+        controller's full view, which the agent asks for; the sync that
+        answers resumes collection, and the chain it does not name goes.
+        """
+        self.agent.attach_log_on_failure(self)
         b, reply = self.bind()
+        resyncs = []
+        listener = client_mod.get_report_listener(
+            self.agent.transport, self.agent.report_topic,
+            'test-' + uuid.uuid4().hex[:8], lambda statuses: None,
+            lambda state: None, lambda host, reason: resyncs.append(host))
+        listener.start()
+        self.addCleanup(listener.wait)
+        self.addCleanup(listener.stop)
         self.agent.kill()
         shutil.rmtree(self.agent.dir + '/state')
         self.agent.start()
         self.assertEqual([], self.client.list_ports())
-        for name in (b.devices.qbr, b.devices.qvb, b.devices.qvo,
-                     b.devices.tap):
-            self.assertIsNone(base.link_json(name), name)
-        self.assertIsNone(base.ovs_row('Port', b.devices.qvo, ['name']))
-        state = self.client.get_agent_state()['reconcile']
-        self.assertEqual(1, state['orphans_removed'])
+        state = self.client.get_agent_state()
+        self.assertIn('the store is new',
+                      state['garbage_collection']['suspended'])
+        self.assertEqual(0, state['reconcile']['orphans_removed'])
+        self.assertEqual([], self.problems(b, reply))
+        deadline = time.monotonic() + 20
+        while self.agent.host not in resyncs:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
+        self.client.sync_ports([])
+        names = (b.devices.qbr, b.devices.qvb, b.devices.qvo, b.devices.tap)
+        deadline = time.monotonic() + 20
+        while base.ovs_row('Port', b.devices.qvo, ['name']) is not None or \
+                any(base.link_json(name) for name in names) or \
+                not self.client.get_agent_state()['reconcile'][
+                    'orphans_removed']:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
+        state = self.client.get_agent_state()
+        self.assertIsNone(state['garbage_collection']['suspended'])
+        self.assertEqual(1, state['reconcile']['orphans_removed'])

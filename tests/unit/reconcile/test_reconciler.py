@@ -298,3 +298,74 @@ class TestQuarantine(Base):
         self.assertNotIn(bad.devices.qvo, self.host.ovs_ports)
         rec.worker.run_full_pass()
         self.assertEqual([], rec.unhealthy())
+
+
+class TestStoreIdentity(Base):
+    """A new or replaced store never makes the host's chains orphans."""
+
+    def lose_store(self):
+        """The state directory comes back empty (not mounted, say)."""
+        self.rec.worker.run_full_pass()
+        self.rec.store.close()
+        path = self.useFixture(fixtures.TempDir()).path
+        self.path = path
+        return self.open(orphan_grace=0)
+
+    def test_a_fresh_host_is_marked_with_its_store(self):
+        self.rec.worker.run_full_pass()
+        self.assertEqual(self.rec.store.identity,
+                         self.rec.engine.ovs.external_ids['vifagent-store'])
+        self.assertIsNone(self.rec.collector.suspended)
+
+    def test_a_lost_store_keeps_every_chain_and_asks_for_a_resync(self):
+        b = make()
+        self.rec.bind(b)
+        rec = self.lose_store()
+        rec.worker.run_full_pass()
+        rec.worker.run_full_pass()
+        self.assertIn(b.devices.qvo, self.host.ovs_ports)
+        self.assertIn(b.devices.qbr, self.host.links)
+        self.assertIn('the store is new', rec.collector.suspended)
+        self.assertEqual(1, rec.collector.deferred)
+        self.assertEqual(['garbage collection suspended: %s' %
+                          rec.collector.suspended], rec.unhealthy())
+        self.assertEqual(rec.collector.suspended, rec.status.take_resync())
+        self.assertEqual(rec.collector.suspended,
+                         rec.to_dict()['garbage_collection']['suspended'])
+        # The controller's full view: this port is no longer wanted.
+        rec.sync([])
+        self.assertIsNone(rec.collector.suspended)
+        self.assertEqual(rec.store.identity,
+                         rec.engine.ovs.external_ids['vifagent-store'])
+        rec.worker.run_full_pass()
+        self.assertNotIn(b.devices.qvo, self.host.ovs_ports)
+
+    def test_a_replaced_store_is_told_apart(self):
+        b = make()
+        self.rec.bind(b)
+        self.rec.worker.run_full_pass()
+        other = store_mod.Store(self.useFixture(fixtures.TempDir()).path)
+        other.put(make())
+        # An old store (not new), but not the one that built the host.
+        other.is_new = False
+        self.addCleanup(other.close)
+        rec = reconciler_mod.Reconciler(other, self.rec.engine,
+                                        fakes.OWNER, orphan_grace=0)
+        self.addCleanup(rec.stop)
+        rec.worker.run_full_pass()
+        self.assertIn('is not the one that built', rec.collector.suspended)
+        self.assertIn(b.devices.qvo, self.host.ovs_ports)
+
+    def test_removals_per_pass_are_capped(self):
+        ports = [make() for _ in range(5)]
+        for b in ports:
+            self.rec.bind(b)
+        self.rec.worker.run_full_pass()
+        self.rec.store._db.execute('DELETE FROM bindings')
+        rec = self.open(orphan_grace=0, max_orphan_removals=2)
+        left = []
+        for _ in range(3):
+            rec.worker.run_full_pass()
+            left.append(sum(b.devices.qvo in self.host.ovs_ports
+                            for b in ports))
+        self.assertEqual([3, 1, 0], left)
