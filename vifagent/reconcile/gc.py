@@ -10,13 +10,18 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Garbage-collection policy: which orphans to remove, and when.
+"""Garbage-collection policy: which orphans to remove, when, and whether.
 
 An orphan is a chain this agent owns (OVS port marked with this host, or
 a tombstone of an unbind) that no binding explains. It is removed after
 ``[agent] orphan_grace`` seconds of being seen as one, at once when the
 store holds its tombstone. Devices named like ours that nothing makes
 ours are reported once and left alone.
+
+Collection never concludes "orphan" from missing knowledge: the
+integration bridge records the identity of the store whose chains it
+carries, and a new or different store suspends collection until the
+controller's full view (sync_ports) has been stored.
 """
 
 import time
@@ -24,6 +29,7 @@ import time
 from oslo_log import log as logging
 
 from vifagent.reconcile import plan as plan_mod
+from vifagent import state
 
 LOG = logging.getLogger(__name__)
 
@@ -46,6 +52,51 @@ class Collector:
 
     def to_dict(self):
         return {'suspended': self.suspended, 'deferred': self.deferred}
+
+    def check_store(self, observed, known, store, ovs):
+        """Suspend collection if ``store`` did not build this host's chains.
+
+        A new store (state_path not mounted yet, or mistyped) or another
+        one, while chains marked with this host exist that it does not
+        know (``known``: bound and tombstoned ids), would make every one
+        of them an orphan: every VM on the host would lose its network.
+        Returns the reason when collection was suspended by this call.
+        """
+        if self.suspended:
+            return None
+        mark = ovs.bridge_external_ids().get(state.STORE_KEY)
+        if mark == store.identity:
+            return None
+        unknown = any(p.external_ids.get(state.OWNER_KEY) == self.host and
+                      p.external_ids.get('iface-id') not in known
+                      for p in observed.ovs_ports.values())
+        if unknown and store.is_new:
+            reason = ('the store is new (is state_path right?) but this '
+                      'host has chains it does not hold')
+        elif unknown and mark is not None:
+            reason = ('the store (%s) is not the one that built this '
+                      'host\'s chains (%s)' % (store.identity, mark))
+        else:
+            # A fresh host, or a store from before identities: adopt.
+            ovs.set_bridge_external_ids({state.STORE_KEY: store.identity})
+            return None
+        LOG.error('Garbage collection suspended: %s; every chain is kept '
+                  'until the controller sends its full view', reason)
+        self.suspended = reason
+        return reason
+
+    def resume(self, store, ovs):
+        """The store now holds the controller's view: record it, resume.
+
+        Returns True when collection was suspended until now.
+        """
+        if not self.suspended:
+            return False
+        ovs.set_bridge_external_ids({state.STORE_KEY: store.identity})
+        LOG.info('Garbage collection resumed: the store now holds the '
+                 'controller\'s full view')
+        self.suspended = None
+        return True
 
     def due(self, observed, bound, tombstones, now=None):
         """Port ids to unplug now; foreign devices are logged once."""

@@ -260,51 +260,16 @@ class Reconciler:
                             for pid, r in results.items()})
 
     def _check_store(self, observed, known):
-        """Suspend garbage collection if this store did not build the host.
-
-        The integration bridge records the identity of the store whose
-        chains it carries. A new store (state_path not mounted yet, or
-        mistyped) or another one, while chains marked with this host
-        exist, would otherwise make every one of them an orphan: every VM
-        on the host would lose its network. Collection then waits for
-        the controller's full view (sync_ports), which is asked for.
-        """
-        if self.collector.suspended:
-            return
-        mark = self.engine.ovs.bridge_external_ids().get(state.STORE_KEY)
-        if mark == self.store.identity:
-            return
-        # Chains of this host the store knows nothing of: what garbage
-        # collection would take.
-        owned = any(p.external_ids.get(state.OWNER_KEY) == self.host and
-                    p.external_ids.get('iface-id') not in known
-                    for p in observed.ovs_ports.values())
-        if owned and self.store.is_new:
-            reason = ('the store is new (is state_path right?) but this '
-                      'host has chains it does not hold')
-        elif owned and mark is not None:
-            reason = ('the store (%s) is not the one that built this '
-                      'host\'s chains (%s)' % (self.store.identity, mark))
-        else:
-            # A fresh host, or a store from before identities: adopt.
-            self.engine.ovs.set_bridge_external_ids(
-                {state.STORE_KEY: self.store.identity})
-            return
-        LOG.error('Garbage collection suspended: %s; every chain is kept '
-                  'until the controller sends its full view', reason)
-        self.collector.suspended = reason
-        self.status.request_resync(reason)
+        """Suspend collection (and ask for a resync) if the store is wrong."""
+        reason = self.collector.check_store(observed, known, self.store,
+                                            self.engine.ovs)
+        if reason:
+            self.status.request_resync(reason)
 
     def _resume_collection(self):
         """After a sync_ports the store holds the controller's view."""
-        if not self.collector.suspended:
-            return
-        self.engine.ovs.set_bridge_external_ids(
-            {state.STORE_KEY: self.store.identity})
-        LOG.info('Garbage collection resumed: the store now holds the '
-                 'controller\'s full view')
-        self.collector.suspended = None
-        self.worker.mark_all('garbage collection resumed')
+        if self.collector.resume(self.store, self.engine.ovs):
+            self.worker.mark_all('garbage collection resumed')
 
     def _collect_garbage(self, observed, bound, tombstones):
         due = self.collector.due(observed, bound, tombstones)
