@@ -3,6 +3,10 @@
 # ptcp:6640 on loopback) and ovs-vswitchd. Idempotent: running daemons are
 # left alone. The kernel module is not needed; bridges use the userspace
 # (netdev) datapath.
+#
+# The agent uses the unix socket. ptcp:6640 is for the functional tests'
+# relays and the benchmarks; it lets any local user rewrite the switch,
+# so OVSDB_TCP= (empty) starts ovsdb-server without it.
 set -eu
 
 RUNDIR=${OVS_RUNDIR:-/var/run/openvswitch}
@@ -10,7 +14,7 @@ DBDIR=${OVS_DBDIR:-/etc/openvswitch}
 LOGDIR=${OVS_LOGDIR:-/var/log/openvswitch}
 DB=$DBDIR/conf.db
 SCHEMA=/usr/share/openvswitch/vswitch.ovsschema
-OVSDB_TCP=${OVSDB_TCP:-ptcp:6640:127.0.0.1}
+OVSDB_TCP=${OVSDB_TCP-ptcp:6640:127.0.0.1}
 
 mkdir -p "$RUNDIR" "$DBDIR" "$LOGDIR"
 
@@ -25,9 +29,13 @@ if ! running ovsdb-server; then
     elif [ "$(ovsdb-tool needs-conversion "$DB" "$SCHEMA")" = yes ]; then
         ovsdb-tool convert "$DB" "$SCHEMA"
     fi
+    tcp_remote=()
+    if [ -n "$OVSDB_TCP" ]; then
+        tcp_remote=(--remote="$OVSDB_TCP")
+    fi
     ovsdb-server "$DB" \
         --remote="punix:$RUNDIR/db.sock" \
-        --remote="$OVSDB_TCP" \
+        "${tcp_remote[@]}" \
         --remote=db:Open_vSwitch,Open_vSwitch,manager_options \
         --pidfile="$RUNDIR/ovsdb-server.pid" \
         --unixctl="$RUNDIR/ovsdb-server.ctl" \

@@ -21,6 +21,12 @@ With ``broker_proxy=True`` the agent reaches RabbitMQ through a relay of
 its own (``broker_proxy``, a SocketProxy) while the fixture's client and
 any report listener a test makes connect directly, so a test can take the
 broker away from this agent only: the shared RabbitMQ is never stopped.
+
+With ``transport_url`` the agent, the fixture's client and ``ctl`` use
+that broker instead (a private one a test started, say). The client then
+reads its messaging options from the agent's own config file, so TLS
+options given in ``sections`` (``oslo_messaging_rabbit``) apply to both
+sides.
 """
 
 import os
@@ -35,6 +41,7 @@ import uuid
 
 import fixtures
 from oslo_config import cfg
+from oslo_messaging import conffixture as messaging_conffixture
 from testtools import content
 
 from tests.functional import base
@@ -84,18 +91,21 @@ class AgentFixture(fixtures.Fixture):
     """Writes a config, starts vifagent-agent, waits until it answers."""
 
     def __init__(self, report_interval=30, sections=None, libvirt=False,
-                 broker_proxy=False, **agent_options):
+                 broker_proxy=False, transport_url=None, **agent_options):
         # libvirt connects the agent to libvirtd. Off, tests of the chain
         # alone need no libvirtd and are not disturbed by its restarts.
         super().__init__()
         self.report_interval = report_interval
         self.libvirt = libvirt
         self.use_broker_proxy = broker_proxy
+        self.transport_url = transport_url
         self.agent_options = agent_options
         self.sections = sections or {}
 
     def _setUp(self):
-        ensure_rabbitmq()
+        url = self.transport_url or TRANSPORT_URL
+        if self.transport_url is None:
+            ensure_rabbitmq()
         suffix = uuid.uuid4().hex[:8]
         self.dir = self.useFixture(fixtures.TempDir()).path
         self.host = 'e2e-' + suffix
@@ -106,12 +116,11 @@ class AgentFixture(fixtures.Fixture):
         self.log_path = os.path.join(self.dir, 'agent.log')
         self._log_start = 0
         self.broker_proxy = None
-        agent_url = TRANSPORT_URL
+        agent_url = url
         if self.use_broker_proxy:
-            self.broker_proxy = proxy_mod.SocketProxy(
-                broker_address(TRANSPORT_URL))
+            self.broker_proxy = proxy_mod.SocketProxy(broker_address(url))
             self.addCleanup(self.broker_proxy.cut)
-            agent_url = via_port(TRANSPORT_URL, self.broker_proxy.port)
+            agent_url = via_port(url, self.broker_proxy.port)
         agent = dict(rpc_topic=self.topic, report_topic=self.report_topic,
                      state_path=os.path.join(self.dir, 'state'),
                      report_interval=self.report_interval)
@@ -136,13 +145,32 @@ class AgentFixture(fixtures.Fixture):
                 f.writelines('%s = %s\n' % kv for kv in options.items())
         self.addCleanup(base.run, ['ovs-vsctl', '--if-exists', 'del-br',
                                    self.bridge], False)
-        self.transport = rpc.get_transport(cfg.CONF, url=TRANSPORT_URL)
+        self.transport = rpc.get_transport(self._client_conf(), url=url)
         self.addCleanup(self.transport.cleanup)
         self.client = client_mod.AgentClient(self.transport, self.host,
                                              topic=self.topic, timeout=30)
         self.proc = None
         self.addCleanup(self.kill)
         self.start()
+
+    def _client_conf(self):
+        """The options the fixture's client connects with.
+
+        The process's global options for the shared broker; for a broker
+        of the test's own, the agent's config file read into options of
+        the client's own, so its [oslo_messaging_rabbit] settings (TLS)
+        are the client's too, and the global options stay untouched.
+        """
+        if self.transport_url is None:
+            return cfg.CONF
+        conf = cfg.ConfigOpts()
+        conf([], project='vifagent', default_config_files=[self.config],
+             default_config_dirs=[])
+        # Registers every oslo.messaging option on these options too: the
+        # RPC client reads some ([oslo_messaging_tracing]) that the
+        # library registers on the global options only.
+        self.useFixture(messaging_conffixture.ConfFixture(conf))
+        return conf
 
     def start(self, timeout=60, wait=True):
         """Start the agent; with ``wait``, until it answers a call.
