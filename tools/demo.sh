@@ -81,6 +81,9 @@ log_file = $DEMO/agent.log
 
 [agent]
 state_path = $DEMO/state
+# The demo's "VMs" are network namespaces (vifagent-demo-vm1, -vm2).
+netns_ports = true
+netns_allowed = vifagent-demo-*
 
 [ovs]
 integration_bridge = br-int

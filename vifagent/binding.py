@@ -18,6 +18,7 @@ there is exactly one definition of what a valid binding is.
 """
 
 import dataclasses
+import fnmatch
 import re
 
 from vifagent import exception
@@ -25,6 +26,7 @@ from vifagent import exception
 __all__ = [
     'Binding',
     'DeviceNames',
+    'check_netns',
     'DEAD_VLAN',
     'MAX_BINDINGS',
     'OWNED_PREFIXES',
@@ -267,6 +269,22 @@ class Binding:
         """True when everything but the revision is equal."""
         return (dataclasses.replace(self, revision=0) ==
                 dataclasses.replace(other, revision=0))
+
+
+def check_netns(binding, allowed):
+    """Refuse a netns binding unless ``allowed`` patterns admit it.
+
+    ``allowed`` is None when netns ports are off, else a list of shell
+    patterns one of which the namespace name must match.
+    """
+    if not binding.owns_tap:
+        return binding
+    if allowed is None:
+        raise _invalid('vif_type', 'netns ports are disabled on this host')
+    if not any(fnmatch.fnmatchcase(binding.netns, p) for p in allowed):
+        raise _invalid('netns', 'namespace %s is not one this agent may '
+                       'use' % binding.netns)
+    return binding
 
 
 def parse_many(items, default_mtu=1500):

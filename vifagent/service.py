@@ -25,6 +25,7 @@ import threading
 
 from oslo_log import log as logging
 
+from vifagent.conf import agent as agent_conf
 from vifagent.dataplane import libvirt as libvirt_dp
 from vifagent.kernel import rtnl
 from vifagent import metrics
@@ -76,7 +77,8 @@ class Agent:
             orphan_grace=conf.agent.orphan_grace,
             max_retries=conf.agent.max_retries,
             retry_cap=conf.agent.retry_backoff_cap,
-            max_orphan_removals=conf.agent.max_orphan_removals)
+            max_orphan_removals=conf.agent.max_orphan_removals,
+            netns_allowed=agent_conf.netns_allowed(conf))
         if conf.libvirt.enabled:
             # Connected before the first pass, so it already sees the taps.
             self.libvirt = libvirt_dp.Watcher(

@@ -121,9 +121,12 @@ class AgentFixture(fixtures.Fixture):
             self.broker_proxy = proxy_mod.SocketProxy(broker_address(url))
             self.addCleanup(self.broker_proxy.cut)
             agent_url = via_port(url, self.broker_proxy.port)
+        # Tests stand in for VMs with network namespaces: netns ports on,
+        # for the names base.make_netns() gives (vifagent-test-...).
         agent = dict(rpc_topic=self.topic, report_topic=self.report_topic,
                      state_path=os.path.join(self.dir, 'state'),
-                     report_interval=self.report_interval)
+                     report_interval=self.report_interval,
+                     netns_ports='true', netns_allowed='vifagent-test-*')
         agent.update(self.agent_options)
         sections = {
             'DEFAULT': dict(host=self.host, transport_url=agent_url,

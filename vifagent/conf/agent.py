@@ -63,10 +63,26 @@ agent_opts = [
     cfg.FloatOpt(
         'retry_backoff_cap', default=30.0, min=0.1,
         help='Longest wait in seconds between two retries of a port.'),
+    cfg.BoolOpt(
+        'netns_ports', default=False,
+        help='Accept vif_type=netns bindings, whose tap the agent makes '
+             'itself with its peer in a network namespace (containers, '
+             'tests, demos). Off, such a binding is refused and the '
+             'privileged daemon holding CAP_SYS_ADMIN never starts.'),
+    cfg.ListOpt(
+        'netns_allowed', default=['vifagent-*'],
+        help='Shell patterns one of which a netns binding\'s namespace '
+             'name must match, so that no caller can put an interface '
+             'into another service\'s namespace (qrouter-, qdhcp-...).'),
     cfg.IntOpt(
         'default_mtu', default=1500, min=68, max=65535,
         help='MTU of a port whose binding does not name one.'),
 ]
+
+
+def netns_allowed(conf):
+    """The namespace patterns netns ports may use, or None when off."""
+    return conf.agent.netns_allowed if conf.agent.netns_ports else None
 
 
 def register_opts(conf):

@@ -51,8 +51,10 @@ class Reconciler:
 
     def __init__(self, store, engine, host, taps=None, resync_interval=60,
                  orphan_grace=60, max_retries=5, retry_cap=30.0,
-                 max_orphan_removals=50):
+                 max_orphan_removals=50, netns_allowed=None):
         self.store = store
+        # None: netns ports are off; else the namespace name patterns.
+        self.netns_allowed = netns_allowed
         self.engine = engine
         self.host = host
         self.taps = taps
@@ -292,14 +294,37 @@ class Reconciler:
             binding, vlan, tap=tap.device, tap_bridge=tap.bridge,
             down=tap.down)
 
+    def _refusal(self, binding):
+        """Why a stored binding must not be plugged now, or None."""
+        try:
+            binding_mod.check_netns(binding, self.netns_allowed)
+        except exception.InvalidBinding as e:
+            return str(e)
+        return None
+
     def _plug(self, bindings):
-        """Plug stored bindings; record and return their results."""
+        """Plug stored bindings; record and return their results.
+
+        A binding stored under rules this agent no longer runs with (a
+        netns port after netns ports were turned off) is not plugged: it
+        is ERROR with the reason, and its chain is left as it is.
+        """
         vlans = self.store.vlans()
-        ports = [self._desired(b, vlans[b.network_id]) for b in bindings]
+        results = {}
+        ports = []
+        for b in bindings:
+            refusal = self._refusal(b)
+            if refusal:
+                results[b.port_id] = state.PortResult(
+                    port_id=b.port_id, status=state.ERROR, reason=refusal,
+                    vlan=vlans[b.network_id],
+                    devices=dict(dataclasses.asdict(b.devices), tap=None))
+            else:
+                ports.append(self._desired(b, vlans[b.network_id]))
         for port in ports:
             self.index.add(port.port_id, port.binding.instance_uuid,
                            port.tap)
-        results = self.engine.plug(ports)
+        results.update(self.engine.plug(ports))
         self._results.update(results)
         self._snapshot = dict(self._results)
         self.status.record({pid: (r.status, r.reason)

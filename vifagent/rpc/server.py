@@ -18,6 +18,7 @@ import time
 import oslo_messaging as messaging
 
 from vifagent import binding as binding_mod
+from vifagent.conf import agent as agent_conf
 from vifagent import exception
 from vifagent import metrics
 from vifagent import rpc
@@ -53,6 +54,7 @@ class AgentEndpoint:
     def __init__(self, reconciler, conf, extra_state=None):
         self.reconciler = reconciler
         self.default_mtu = conf.agent.default_mtu
+        self.netns_allowed = agent_conf.netns_allowed(conf)
         self.started_at = time.time()
         self._identity = {
             'host': conf.host,
@@ -66,8 +68,7 @@ class AgentEndpoint:
     @_counted
     def bind_port(self, context, binding):
         with metrics.BIND_LATENCY.time():
-            return self.reconciler.bind(binding_mod.Binding.from_dict(
-                binding, self.default_mtu))
+            return self.reconciler.bind(self._binding(binding))
 
     @messaging.expected_exceptions(*_EXPECTED)
     @_counted
@@ -86,8 +87,9 @@ class AgentEndpoint:
     @messaging.expected_exceptions(*_EXPECTED)
     @_counted
     def sync_ports(self, context, bindings):
-        return self.reconciler.sync(
-            binding_mod.parse_many(bindings, self.default_mtu))
+        return self.reconciler.sync([
+            binding_mod.check_netns(b, self.netns_allowed)
+            for b in binding_mod.parse_many(bindings, self.default_mtu)])
 
     @_counted
     def get_agent_state(self, context):
@@ -99,6 +101,11 @@ class AgentEndpoint:
         self.reconciler.network_update(
             binding_mod.validate_uuid(network_id, 'network_id'),
             binding_mod.validate_mtu(mtu))
+
+    def _binding(self, data):
+        return binding_mod.check_netns(
+            binding_mod.Binding.from_dict(data, self.default_mtu),
+            self.netns_allowed)
 
     def agent_state(self):
         """What get_agent_state and the heartbeat carry; never blocks."""

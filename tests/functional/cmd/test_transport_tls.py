@@ -34,7 +34,6 @@ import uuid
 
 import amqp
 import fixtures
-from oslo_config import cfg
 from testtools import content
 
 from tests.functional import agent_fixture
@@ -170,15 +169,6 @@ class TestOvsdbTls(base.RootTestCase):
             self.assertIsNone(self.bridge_on_private_db(bridge))
 
 
-def _netns_ports_section():
-    """``[agent] netns_ports = true`` where the agent has that switch."""
-    try:
-        cfg.CONF.agent.netns_ports
-    except cfg.NoSuchOptError:
-        return {}
-    return {'netns_ports': 'true'}
-
-
 class TestRabbitTls(base.RootTestCase):
     """The agent and its client on a RabbitMQ node that takes only TLS."""
 
@@ -214,7 +204,6 @@ class TestRabbitTls(base.RootTestCase):
         agent = self.useFixture(agent_fixture.AgentFixture(
             transport_url='rabbit://guest:guest@%s/' % self.address,
             sections={
-                'agent': _netns_ports_section(),
                 'oslo_messaging_rabbit': {
                     'ssl': 'true', 'ssl_ca_file': self.pki.ca_cert,
                     'ssl_cert_file': cert, 'ssl_key_file': key}}))

@@ -51,6 +51,7 @@ class Base(base.BaseTestCase):
         store = store_mod.Store(self.path)
         self.addCleanup(store.close)
         kwargs.setdefault('resync_interval', 3600)
+        kwargs.setdefault('netns_allowed', ['vm-*'])
         rec = reconciler_mod.Reconciler(store, fakes.engine(self.host),
                                         fakes.OWNER, **kwargs)
         self.addCleanup(rec.stop)
@@ -369,3 +370,25 @@ class TestStoreIdentity(Base):
             left.append(sum(b.devices.qvo in self.host.ovs_ports
                             for b in ports))
         self.assertEqual([3, 1, 0], left)
+
+
+class TestNetnsPolicy(Base):
+
+    def test_stored_netns_port_is_not_plugged_once_netns_is_off(self):
+        b = make()
+        self.rec.bind(b)
+        self.host.links.pop(b.devices.tap)
+        rec = self.open(netns_allowed=None)
+        rec.worker.run_full_pass()
+        got = rec.get(b.port_id)
+        self.assertEqual(state.ERROR, got['status'])
+        self.assertIn('netns ports are disabled', got['reason'])
+        # Nothing was made for it: no tap, so no CAP_SYS_ADMIN daemon.
+        self.assertNotIn(b.devices.tap, self.host.links)
+
+    def test_namespace_outside_the_patterns_is_refused(self):
+        b = make(netns='qrouter-1')
+        self.rec.bind(b)
+        self.assertNotIn(b.devices.tap, self.host.links)
+        self.assertIn('not one this agent may use',
+                      self.rec.get(b.port_id)['reason'])

@@ -57,13 +57,15 @@ class Base(base.BaseTestCase):
         self.conf.set_override('rpc_topic', 'topic-' + suffix, 'agent')
         self.conf.set_override('report_topic', 'reports-' + suffix,
                                'agent')
+        self.conf.set_override('netns_ports', True, 'agent')
+        self.conf.set_override('netns_allowed', ['vm-*'], 'agent')
         path = self.useFixture(fixtures.TempDir()).path
         self.store = store_mod.Store(path)
         self.addCleanup(self.store.close)
         self.host = fakes.FakeHost()
         self.rec = reconciler_mod.Reconciler(
             self.store, fakes.engine(self.host), self.conf.host,
-            resync_interval=3600)
+            resync_interval=3600, netns_allowed=['vm-*'])
         self.addCleanup(self.rec.stop)
         self.transport = rpc.get_transport(self.conf, url='fake:/')
         self.addCleanup(self.transport.cleanup)
@@ -112,6 +114,19 @@ class TestEndpoint(Base):
         self.client.network_update('nope', 1500)
         self.assertEqual({}, self.host.links)
         self.assertEqual([], self.store.all())
+
+    def test_netns_ports_follow_the_policy(self):
+        self.assertRaises(exception.InvalidBinding, self.client.bind_port,
+                          binding(netns='qdhcp-1'))
+        self.assertRaises(exception.InvalidBinding, self.client.sync_ports,
+                          [binding(), binding(netns='qrouter-1')])
+        self.conf.set_override('netns_ports', False, 'agent')
+        endpoint = server_mod.AgentEndpoint(self.rec, self.conf)
+        e = self.assertRaises(exception.InvalidBinding,
+                              endpoint._binding, binding())
+        self.assertIn('netns ports are disabled', str(e))
+        self.assertEqual([], self.store.all())
+        self.assertEqual({}, self.host.links)
 
     def test_sync_is_all_or_nothing(self):
         good, bad = binding(), dict(binding(), mtu=0)
