@@ -159,7 +159,12 @@ class PortResult:
 
     @property
     def failed(self):
-        return self.status == ERROR
+        """The desired state was not reached: the port is tried again.
+
+        ERROR, or PENDING: a port isolated on the dead VLAN because its
+        Linux side is not complete yet.
+        """
+        return self.status in (ERROR, PENDING)
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -99,11 +99,15 @@ class Engine:
         if plan.empty() and not plan.conflicts:
             # Nothing to do: the observation just made is the verification.
             return self._verify(ports, names, plan, {}, observed)
-        errors = self._apply(plan, ports)
-        return self._verify(ports, names, plan, errors)
+        errors, isolated = self._apply(plan, ports)
+        return self._verify(ports, names, plan, errors, isolated=isolated)
 
     def _apply(self, plan, ports=()):
-        """Apply a plan; return {port_id: error} for ports that failed."""
+        """Apply a plan; return the errors and the ports left isolated.
+
+        ``({port_id: error}, {port_id})``: ports that failed, and ports
+        kept on the dead VLAN because their Linux side is not complete.
+        """
         errors = dict(plan.conflicts)
         if plan.link_ops or plan.deletes:
             result = self.linux.apply(plan.link_ops, plan.deletes)
@@ -121,7 +125,7 @@ class Engine:
         if plan.ovs_adds or plan.ovs_updates:
             isolate = self._unverified(ports, plan, errors)
         self._apply_ovs(plan, errors, isolate)
-        return errors
+        return errors, isolate
 
     def _unverified(self, ports, plan, errors):
         """Ports whose Linux side a fresh look does not find complete.
@@ -175,7 +179,8 @@ class Engine:
             for name in plan.ovs_deletes:
                 errors.setdefault(name, str(e))
 
-    def _verify(self, ports, names, plan, errors, observed=None):
+    def _verify(self, ports, names, plan, errors, observed=None,
+                isolated=()):
         """Observe again and derive each port's status from what is there."""
         deadline = time.monotonic() + _ATTACH_WAIT
         while True:
@@ -204,6 +209,11 @@ class Engine:
             elif pid in check.ports():
                 result.reason = 'unrepaired: %s' % ', '.join(
                     check.repairs.get(pid, ['drift']))
+                if pid in isolated:
+                    # Isolated on the dead VLAN until a retry completes it.
+                    result.status = state.PENDING
+                    result.reason = 'on VLAN %d until its Linux side is ' \
+                        'complete; %s' % (binding_mod.DEAD_VLAN, result.reason)
             elif not _attached(observed.ovs_ports.get(port.devices.qvo)):
                 qvo = observed.ovs_ports.get(port.devices.qvo)
                 result.reason = 'ovs-vswitchd did not attach %s%s' % (

@@ -131,9 +131,12 @@ class TestLife(Base):
         self.rec.engine.linux.drop = {ops.Op.SET_MASTER}
         b = make()
         reply = self.rec.bind(b)
-        self.assertEqual(state.ERROR, reply['status'])
+        self.assertEqual(state.PENDING, reply['status'])
+        self.assertIn('on VLAN 4095 until its Linux side is complete',
+                      reply['reason'])
         self.assertEqual(binding_mod.DEAD_VLAN,
                          self.host.ovs_ports[b.devices.qvo].tag)
+        self.assertIn(b.port_id, self.rec.worker._dirty)  # tried again
         self.rec.engine.linux.drop = set()
         reply = self.rec.bind(b)
         self.assertEqual(state.ACTIVE, reply['status'])
