@@ -12,27 +12,19 @@
 
 """libvirt benchmark: how fast a VM's life reaches its port.
 
-Measures, with an agent of its own (see ``harness``; its periodic pass an
-hour away, so only events drive 1 and 3) binding one port per domain, per
-round (``--repeat``, default 3) and domain, until ``get_port`` (polled
-every 5 ms) shows the new status:
-
-1. ``start``: from ``virDomainCreate`` returning to ``ACTIVE`` (the
-   life-cycle event, the cache refresh and the wiring of the new vnetN);
-2. ``bind``: ``unbind_port`` then ``bind_port`` while the VM runs, timed
-   to the reply, which must say ``ACTIVE`` (the tap comes from the cache);
-3. ``destroy``: from ``virDomainDestroy`` returning to ``DOWN``.
-
-The domains, ``vifagent-bench-<hex>-<n>``, are TCG with no disk and no
-OS, one ``type='ethernet'`` interface each: enough for libvirt to make a
-tap. At the end, on failure and Ctrl-C too, they are destroyed and
-undefined. Per row: the median of the round medians [min, max], then the
-p90 of all samples; last ``<step>_median_ms``.
+One port per domain (TCG, no disk or OS, one ``type='ethernet'``
+interface: enough for a tap), the agent's periodic pass an hour away.
+Per round and domain: ``start``, from ``virDomainCreate`` returning until
+``get_port`` (polled every 5 ms) says ACTIVE (the life-cycle event, the
+cache refresh, the wiring of the new vnetN); ``bind``, ``unbind_port``
+then ``bind_port`` of the running VM, timed to its ACTIVE reply;
+``destroy``, from ``virDomainDestroy`` returning until DOWN. Per row: the
+median of the round medians [min, max], then the p90 of all samples;
+last ``<step>_median_ms``. The domains are undefined at the end::
 
     python -m benchmarks.libvirt --vms 20 --repeat 3
 """
 
-import argparse
 import statistics
 import sys
 import time
@@ -152,17 +144,9 @@ class Benchmark(harness.AgentBench):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog='python -m benchmarks.libvirt',
-        description='Time how fast VM starts and stops reach their ports '
-                    'through a real vifagent-agent and libvirtd. Run as '
-                    'root.')
-    parser.add_argument('--vms', type=harness.positive, default=20,
-                        help='domains, one port each (default 20)')
-    parser.add_argument('--repeat', type=harness.positive, default=3,
-                        help='rounds of start, bind, destroy (default 3)')
-    harness.AgentBench.add_arguments(parser)
-    return parser.parse_args(argv)
+    return harness.AgentBench.parser(sys.modules[__name__], (
+        ('--vms', 20, 'domains, one port each'),
+        ('--repeat', 3, 'rounds of start, bind, destroy'))).parse_args(argv)
 
 
 def main(argv=None):

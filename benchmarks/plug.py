@@ -12,38 +12,26 @@
 
 """Plug benchmark: vifagent's engine against os-vif's hybrid plug.
 
-Measures, in this process on a fresh bridge (see ``harness``), with fresh
-port ids for each scenario of each round (``--repeat``, default 3):
-
-1. vifagent single: one ``Engine.plug([port])`` per port, then one
-   ``Engine.unplug([port_id])`` per port, each call timed;
-2. vifagent batch: one ``plug`` of all ports; a second ``plug`` of the
-   same healthy ports, which must write nothing; one ``unplug`` of all;
-3. os-vif: ``os_vif.plug`` of a ``VIFBridge`` (the ovs plugin's hybrid
-   path) per port, then ``os_vif.unplug`` per port.
-
-Every vifagent result must be DOWN after plug (host side complete, no VM)
-and None after unplug, and every chain, whoever built it, is checked
-independently after each step. The table shows per metric the median over
-the rounds with the minimum and maximum (a per-port metric is the median
-latency of the round's ports); then the engine's phases, its writes and
-the ratios against os-vif, ``plug_ratio_vs_osvif`` on the last line.
+In this process, per round and with fresh ports for each scenario: one
+``Engine.plug([port])`` per port, then one ``Engine.unplug([id])`` per
+port; one ``plug`` of all ports, again of the same healthy ports (which
+must write nothing), one ``unplug`` of all; ``os_vif.plug`` of a
+``VIFBridge`` (the ovs plugin's hybrid path) per port, then
+``os_vif.unplug`` per port. Results and chains are checked after each.
+Table: per metric the median over the rounds, min and max (per port: the
+median latency of a round's ports); the engine's phases and writes; the
+ratios against os-vif, ``plug_ratio_vs_osvif`` last::
 
     python -m benchmarks.plug --ports 200 --repeat 3
 """
 
-import argparse
-import cProfile
 import dataclasses
 import importlib.metadata
-import io
 import os
 import platform
-import pstats
 import statistics
 import sys
 import time
-import traceback
 
 from benchmarks import harness
 from benchmarks.harness import BenchmarkError
@@ -58,9 +46,6 @@ from vifagent.reconcile import plan as plan_mod
 from vifagent import state
 
 VLAN = 10
-MTU = harness.MTU
-DATAPATH = harness.DATAPATH
-
 # Engine phases, timed exclusively (a phase's time excludes the phases it
 # calls), in the order they happen.
 OBSERVE_LINKS = 'observe links (netlink)'
@@ -72,10 +57,8 @@ VERIFY_WAIT = 'verify wait (ofport poll)'
 OTHER = 'other (engine overhead)'
 PHASES = (OBSERVE_LINKS, OBSERVE_OVS, PLAN, LINK_WRITES, OVSDB_TXN,
           VERIFY_WAIT, OTHER)
-
 SCENARIOS = ('single plug', 'single unplug', 'batch plug', 'batch replug',
              'batch unplug')
-
 # (label, key): the rows of the result table.
 ROWS = (
     ('vifagent single plug (per port)', 'va_single_plug_pp'),
@@ -155,65 +138,49 @@ class OsVif:
         from vif_plug_ovs.ovsdb import impl_idl as vif_impl_idl
         from vif_plug_ovs import privsep as vif_privsep
 
-        self._objects = objects
-        self._api_class = vif_impl_idl.NeutronOvsdbIdl
-        self.network_id = network_id
+        self.objects, self.network_id = objects, network_id
+        self.api_class = vif_impl_idl.NeutronOvsdbIdl
+        self.plug, self.unplug = os_vif.plug, os_vif.unplug
         self.version = importlib.metadata.version('os-vif')
         # The plugin reads its options when os_vif.initialize() builds it:
         # register them first so our values are the ones it reads.
-        group = 'os_vif_ovs'
-        conf.register_opts(vif_ovs.OvsPlugin.CONFIG_OPTS, group=group)
-        conf.set_override('ovsdb_interface', 'native', group)
-        conf.set_override('ovsdb_connection', ovsdb, group)
-        conf.set_override('network_device_mtu', MTU, group)
+        conf.register_opts(vif_ovs.OvsPlugin.CONFIG_OPTS, group='os_vif_ovs')
+        for name, value in (('ovsdb_interface', 'native'),
+                            ('ovsdb_connection', ovsdb),
+                            ('network_device_mtu', harness.MTU)):
+            conf.set_override(name, value, 'os_vif_ovs')
         os_vif.initialize()
-        # A privsep daemon forked from this root process: no sudo needed.
-        # Fork before anything starts threads.
-        self._context = vif_privsep.vif_plug
+        # A privsep daemon forked from this root process (no sudo), before
+        # anything starts threads.
+        self.context = vif_privsep.vif_plug
         parent = os.getpid()
         try:
-            self._context.start(priv_context.Method.FORK)
+            self.context.start(priv_context.Method.FORK)
         finally:
             # The forked daemon comes back here only when it dies of an
             # exception (Ctrl-C reaches it too): it must not go on to run
             # the benchmark or its cleanup.
             if os.getpid() != parent:
                 os._exit(1)
-        self.plug, self.unplug = os_vif.plug, os_vif.unplug
 
     def stop(self):
-        self._context.stop()
+        self.context.stop()
 
-    def connect(self, port, bridge):
-        """Open os-vif's OVSDB connection now, through its public API.
-
-        ovsdbapp keeps a connection in a class-level slot that a subclass
-        shares with its parent until it fills its own, so os-vif connects
-        before anything else in this process can. Unplugging a port never
-        plugged is a no-op that connects.
-        """
-        self.unplug(self.vif(port, bridge), self.instance(port))
-
-    def connection(self):
-        """The OVSDB connection os-vif's API uses (None before connect)."""
-        return self._api_class.__dict__.get('_ovsdb_connection')
-
-    def vif(self, port, bridge):
-        objects = self._objects
-        network = objects.network.Network(id=self.network_id, bridge=bridge,
-                                          mtu=MTU)
-        profile = objects.vif.VIFPortProfileOpenVSwitch(
-            interface_id=port.port_id, datapath_type=DATAPATH)
-        # VIFBridge is what takes the ovs plugin down its hybrid path
-        # (_plug_bridge): qbr, the qvb/qvo veth, qvo on the OVS bridge.
-        return objects.vif.VIFBridge(
-            id=port.port_id, address=port.mac, network=network,
-            plugin='ovs', port_profile=profile, has_traffic_filtering=True,
-            vif_name=port.names.tap, bridge_name=port.names.qbr)
-
-    def instance(self, port):
-        return self._objects.instance_info.InstanceInfo(
-            uuid=port.instance_uuid, name='bench-' + port.instance_uuid[:8])
+    def args(self, port, bridge):
+        # VIFBridge takes the ovs plugin down its hybrid path: qbr, the
+        # qvb/qvo veth, qvo on the OVS bridge.
+        objects = self.objects
+        return (objects.vif.VIFBridge(
+            id=port.port_id, address=port.mac, plugin='ovs',
+            network=objects.network.Network(id=self.network_id,
+                                            bridge=bridge, mtu=harness.MTU),
+            port_profile=objects.vif.VIFPortProfileOpenVSwitch(
+                interface_id=port.port_id, datapath_type=harness.DATAPATH),
+            has_traffic_filtering=True, vif_name=port.names.tap,
+            bridge_name=port.names.qbr),
+            objects.instance_info.InstanceInfo(
+                uuid=port.instance_uuid,
+                name='bench-' + port.instance_uuid[:8]))
 
 
 class Benchmark(harness.Bench):
@@ -233,24 +200,22 @@ class Benchmark(harness.Bench):
             # First: os-vif's privsep daemon forks this process.
             self.osvif = OsVif(conf, args.ovsdb, self.network_id)
         super().setup()
-        if self.osvif is not None:
-            self.osvif.connect(self.new_ports(1)[0], self.bridge)
-        conf.set_override('ovsdb_connection', args.ovsdb, 'ovs')
-        conf.set_override('integration_bridge', self.bridge, 'ovs')
-        conf.set_override('datapath_type', DATAPATH, 'ovs')
-        self._start_privsep()
-        log('bridge %s (datapath %s)', self.bridge, DATAPATH)
-        self.engine = apply.Engine.from_conf(conf)
-        # Each tool must talk to OVSDB on a connection of its own.
-        ours = self.engine.ovs.api.ovsdb_connection
-        if ours is self.switch.api.ovsdb_connection:
-            raise BenchmarkError('vifagent uses the benchmark\'s OVSDB '
-                                 'connection')
-        theirs = self.osvif and self.osvif.connection()
-        if self.osvif is not None and (theirs is None or theirs is ours):
-            raise BenchmarkError(
-                'os-vif has no OVSDB connection of its own: %r' % theirs)
-        engine, wrap = self.engine, self.phases.wrap
+        for name, value in (('ovsdb_connection', args.ovsdb),
+                            ('integration_bridge', self.bridge),
+                            ('datapath_type', harness.DATAPATH)):
+            conf.set_override(name, value, 'ovs')
+        privileged.configure(conf)
+        if args.privsep_in_process:
+            privileged.run_in_process()
+            self.privsep_mode = 'in process (--privsep-in-process)'
+        else:
+            # An empty batch: one round trip, starting the daemon.
+            priv_linux.apply_link_ops({}, [])
+            self.privsep_mode = 'privsep daemon (%s)' % os.path.basename(
+                conf.vifagent_privileged.helper_command.split()[0])
+        log('bridge %s (datapath %s)', self.bridge, harness.DATAPATH)
+        self.engine = engine = apply.Engine.from_conf(conf)
+        wrap = self.phases.wrap
         for obj, attr, label in ((engine.linux, 'observe', OBSERVE_LINKS),
                                  (engine.ovs, 'observe', OBSERVE_OVS),
                                  (engine.linux, 'apply', LINK_WRITES),
@@ -261,60 +226,30 @@ class Benchmark(harness.Bench):
             self._patched.append((name, getattr(plan_mod, name)))
             setattr(plan_mod, name, wrap(PLAN, getattr(plan_mod, name)))
 
-    def _start_privsep(self):
-        privileged.configure(self.conf)
-        if self.args.privsep_in_process:
-            privileged.run_in_process()
-            self.privsep_mode = 'in process (--privsep-in-process)'
-            return
-        try:
-            # An empty batch: one round trip, starting the daemon.
-            priv_linux.apply_link_ops({}, [])
-            self.privsep_mode = 'privsep daemon (%s)' % os.path.basename(
-                self.conf.vifagent_privileged.helper_command.split()[0])
-        except Exception as e:
-            log('NOTE: the vifagent privsep daemon did not work, so this '
-                'run executes vifagent\'s privileged entrypoints in '
-                'process. What failed: %s: %s', type(e).__name__, e)
-            traceback.print_exc()
-            privileged.run_in_process()
-            self.privsep_mode = 'in process (the daemon failed: %s)' % (
-                type(e).__name__)
-
     def cleanup(self):
         for name, func in self._patched:
             setattr(plan_mod, name, func)
         clean = super().cleanup()
-        for what, obj in (('vifagent engine', self.engine),
-                          ('os-vif privsep', self.osvif)) + tuple(
-                ('a vifagent privsep daemon', c) for c in privileged.CONTEXTS):
+        for obj in (self.engine, self.osvif) + privileged.CONTEXTS:
             try:
                 if obj is not None:
                     obj.stop()
             except Exception as e:
-                log('cleanup: stopping %s: %s', what, e)
+                log('cleanup: stopping %s: %s', obj, e)
         return clean
 
     def desired(self, port):
-        b = binding.Binding.from_dict({
+        return state.DesiredPort.for_binding(binding.Binding.from_dict({
             'port_id': port.port_id, 'mac_address': port.mac,
             'instance_uuid': port.instance_uuid,
-            'network_id': self.network_id, 'mtu': MTU})
-        return state.DesiredPort.for_binding(b, vlan=VLAN)
+            'network_id': self.network_id, 'mtu': harness.MTU}), vlan=VLAN)
 
     def counters(self):
         return dataclasses.asdict(self.engine.counters)
 
     # -- scenarios --------------------------------------------------------
     def run(self):
-        self.warm_up()
-        for number in range(1, self.args.repeat + 1):
-            self.run_round(number)
-        if self.args.profile:
-            self.profile_round()
-
-    def warm_up(self):
-        """Start daemons and connections outside the measurement."""
+        # Daemons and connections start outside the measurement.
         log('warm-up: one port with each tool')
         port = self.new_ports(1)[0]
         expect_status(self.engine.plug([self.desired(port)]), [port],
@@ -325,49 +260,51 @@ class Benchmark(harness.Bench):
         self.check_gone([port], 'warm-up vifagent unplug')
         if self.osvif is not None:
             port = self.new_ports(1)[0]
-            args = (self.osvif.vif(port, self.bridge),
-                    self.osvif.instance(port))
-            self.osvif.plug(*args)
+            self.osvif.plug(*self.osvif.args(port, self.bridge))
             self.check_chains([port], 'warm-up os-vif plug')
-            self.osvif.unplug(*args)
+            self.osvif.unplug(*self.osvif.args(port, self.bridge))
             self.check_gone([port], 'warm-up os-vif unplug')
+            # Each tool must talk to OVSDB on a connection of its own.
+            theirs = self.osvif.api_class.__dict__.get('_ovsdb_connection')
+            if theirs is None or theirs is self.engine.ovs.api.\
+                    ovsdb_connection:
+                raise BenchmarkError('os-vif has no OVSDB connection of its '
+                                     'own: %r' % theirs)
         self.phases.reset()
+        for number in range(1, self.args.repeat + 1):
+            self.run_round('round %d/%d' % (number, self.args.repeat))
 
-    def run_round(self, number):
+    def run_round(self, tag):
         n, engine = self.args.ports, self.engine
         result, breakdown = {}, {}
-        tag = 'round %d/%d' % (number, self.args.repeat)
 
         def measure(scenario, calls, ports, want):
-            """Time each call; record the phases and the first writes."""
+            """Time each call; keep the phases and the first writes."""
             before = self.counters()
             latencies = []
-            for call in calls:
+            for i, call in enumerate(calls):
                 res, seconds = timed(call)
                 latencies.append(seconds)
-                expect_status(res, ports if len(calls) == 1 else
-                              [ports[len(latencies) - 1]], want,
-                              'vifagent ' + scenario)
+                expect_status(res, ports if len(calls) == 1 else [ports[i]],
+                              want, 'vifagent ' + scenario)
             total = sum(latencies)
-            times, phase_calls = self.phases.take(total)
-            breakdown[scenario] = times
+            breakdown[scenario], counts = self.phases.take(total)
             if scenario not in self.writes:
                 after = self.counters()
                 self.writes[scenario] = dict(
                     {k: after[k] - before[k] for k in after},
-                    **{'privsep round trips': phase_calls[LINK_WRITES]})
+                    **{'privsep round trips': counts[LINK_WRITES]})
             key = 'va_' + scenario.replace(' ', '_')
             result[key + '_total'] = total
             result[key + '_pp'] = (statistics.median(latencies)
-                                   if len(calls) > 1 else total / n)
+                                   if len(latencies) > 1 else total / n)
             return before
 
         # 1. vifagent, one call per port.
         ports = self.new_ports(n)
-        desired = [self.desired(p) for p in ports]
         log('%s: vifagent single plug of %d ports', tag, n)
-        measure('single plug', [lambda d=d: engine.plug([d])
-                                for d in desired], ports, state.DOWN)
+        measure('single plug', [lambda d=self.desired(p): engine.plug([d])
+                                for p in ports], ports, state.DOWN)
         self.check_chains(ports, 'vifagent single plug')
         log('%s: vifagent single unplug', tag)
         measure('single unplug', [lambda p=p: engine.unplug([p.port_id])
@@ -386,9 +323,9 @@ class Benchmark(harness.Bench):
         after = self.counters()
         if after != before:
             raise BenchmarkError(
-                'vifagent batch replug of healthy ports wrote: %s' %
-                {k: after[k] - before[k] for k in after
-                 if after[k] != before[k]})
+                'vifagent batch replug of healthy ports wrote: %s' % {
+                    k: after[k] - before[k] for k in after
+                    if after[k] != before[k]})
         log('%s: vifagent batch unplug', tag)
         measure('batch unplug', [
             lambda: engine.unplug([p.port_id for p in ports])], ports, None)
@@ -397,50 +334,17 @@ class Benchmark(harness.Bench):
         # 3. os-vif, one call per port (it has no other way).
         if self.osvif is not None:
             ports = self.new_ports(n)
-            vifs = [(self.osvif.vif(p, self.bridge), self.osvif.instance(p))
-                    for p in ports]
+            calls = [self.osvif.args(p, self.bridge) for p in ports]
             for what, call, check in (
                     ('plug', self.osvif.plug, self.check_chains),
                     ('unplug', self.osvif.unplug, self.check_gone)):
-                log('%s: os-vif %s%s', tag, what,
-                    ' of %d ports' % n if what == 'plug' else '')
-                latencies = [timed(call, *args)[1] for args in vifs]
+                log('%s: os-vif %s of %d ports', tag, what, n)
+                latencies = [timed(call, *args)[1] for args in calls]
                 result['osvif_%s_pp' % what] = statistics.median(latencies)
                 result['osvif_%s_total' % what] = sum(latencies)
                 check(ports, 'os-vif ' + what)
         self.rounds.append(result)
         self.breakdown.append(breakdown)
-
-    def profile_round(self):
-        """One more vifagent round under cProfile, printed to stderr.
-
-        Privileged work runs in the privsep daemon and shows up here as
-        time waiting on its socket; the phase table splits it out.
-        """
-        n, engine = self.args.ports, self.engine
-        log('profile: vifagent single plug/unplug and batch plug/unplug')
-        for single in (True, False):
-            ports = self.new_ports(n)
-            desired = [self.desired(p) for p in ports]
-            ids = [p.port_id for p in ports]
-            steps = ((('vifagent single plug (%d calls)' % n,
-                       lambda: [engine.plug([d]) for d in desired]),
-                      ('vifagent single unplug (%d calls)' % n,
-                       lambda: [engine.unplug([i]) for i in ids]))
-                     if single else
-                     (('vifagent batch plug', lambda: engine.plug(desired)),
-                      ('vifagent batch unplug', lambda: engine.unplug(ids))))
-            for title, func in steps:
-                profile = cProfile.Profile()
-                profile.runcall(func)
-                out = io.StringIO()
-                pstats.Stats(profile, stream=out).sort_stats(
-                    'cumulative').print_stats(25)
-                print('--- cProfile: %s ---\n%s' % (title, out.getvalue()),
-                      file=sys.stderr)
-            self.check_gone(ports, 'profiled %s unplug' % (
-                'single' if single else 'batch'))
-        self.phases.reset()
 
     # -- report -----------------------------------------------------------
     def report(self):
@@ -448,7 +352,7 @@ class Benchmark(harness.Bench):
         out = [
             'vifagent plug benchmark: %d ports x %d rounds on %s (datapath '
             '%s, Open vSwitch %s, kernel %s)' % (
-                args.ports, len(self.rounds), self.bridge, DATAPATH,
+                args.ports, len(self.rounds), self.bridge, harness.DATAPATH,
                 self.switch.version(), platform.release()),
             'vifagent privileged ops: %s; os-vif: %s' % (
                 self.privsep_mode, 'skipped' if self.osvif is None else
@@ -461,8 +365,8 @@ class Benchmark(harness.Bench):
             if values:
                 out.append('%-36s %12.2f %12.2f %12.2f' % (
                     (label,) + harness.spread(values)))
-        heads = ('%-27s' % '' + ''.join('%10s' % s.split()[0]
-                                        for s in SCENARIOS))
+        heads = '%-27s' % '' + ''.join('%10s' % s.split()[0]
+                                       for s in SCENARIOS)
         subs = ''.join('%10s' % s.split()[1] for s in SCENARIOS)
         out += ['', 'vifagent engine phases, ms (median over rounds; single '
                 'rows are the sum of %d calls)' % args.ports, heads,
@@ -483,9 +387,7 @@ class Benchmark(harness.Bench):
             out.append('%-27s' % key.replace('_', ' ') + ''.join(
                 '%10d' % self.writes[s][key] if s in self.writes
                 else '%10s' % '-' for s in SCENARIOS))
-        out.append('')
-        out.extend(self._ratios())
-        print('\n'.join(out))
+        print('\n'.join(out + [''] + self._ratios()))
         sys.stdout.flush()
 
     def _ratios(self):
@@ -496,52 +398,37 @@ class Benchmark(harness.Bench):
             return None if a is None or b is None or b <= 0 else a / b
 
         single = ratio('osvif_plug_pp', 'va_single_plug_pp')
-        single_unplug = ratio('osvif_unplug_pp', 'va_single_unplug_pp')
         unplug = ratio('osvif_unplug_total', 'va_batch_unplug_total')
         plug = ratio('osvif_plug_total', 'va_batch_plug_total')
-        lines = []
-        if plug is None:
-            lines.append('os-vif skipped: no ratios')
-        else:
+        lines = ['os-vif skipped: no ratios'] if plug is None else [
+            'target: %-40s %s (%.2fx)' % (
+                text, 'met' if value >= goal else 'MISSED', value)
             for text, value, goal in (
-                    ('batch plug >= 20x faster than os-vif', plug, 20.0),
-                    ('single plug no slower than os-vif', single, 1.0),
-                    ('batch unplug >= 3x faster than os-vif', unplug, 3.0)):
-                lines.append('target: %-40s %s (%.2fx)' % (
-                    text, 'met' if value >= goal else 'MISSED', value))
-        for name, value in (('single_plug', single),
-                            ('single_unplug', single_unplug),
-                            ('unplug', unplug),
-                            # Kept last: tools read the final line.
-                            ('plug', plug)):
+                ('batch plug >= 20x faster than os-vif', plug, 20.0),
+                ('single plug no slower than os-vif', single, 1.0),
+                ('batch unplug >= 3x faster than os-vif', unplug, 3.0))]
+        for name, value in (
+                ('single_plug', single),
+                ('single_unplug', ratio('osvif_unplug_pp',
+                                        'va_single_unplug_pp')),
+                ('unplug', unplug),
+                ('plug', plug)):   # kept last: tools read the final line
             lines.append('%s_ratio_vs_osvif=%s' % (
                 name, 'n/a' if value is None else '%.2f' % value))
         return lines
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog='python -m benchmarks.plug',
-        description='Time vifagent plug/unplug (one port per call and all '
-                    'in one call) against os-vif\'s hybrid plug, on a fresh '
-                    'OVS bridge that is removed at the end. Run as root.')
-    parser.add_argument('--ports', type=harness.positive, default=200,
-                        help='ports per scenario and round (default 200)')
-    parser.add_argument('--repeat', type=harness.positive, default=3,
-                        help='rounds, each with fresh port ids (default 3)')
+    parser = harness.make_parser(sys.modules[__name__], (
+        ('--ports', 200, 'ports per scenario and round'),
+        ('--repeat', 3, 'rounds, each with fresh port ids')),
+        'OVSDB server for both tools')
     parser.add_argument('--skip-osvif', action='store_true',
                         help='measure vifagent only (quick runs)')
-    parser.add_argument('--ovsdb', default='tcp:127.0.0.1:6640',
-                        help='OVSDB server for both tools '
-                             '(default tcp:127.0.0.1:6640)')
     parser.add_argument('--privsep-in-process', action='store_true',
                         help='run vifagent\'s privileged operations in this '
                              'process instead of its privsep daemon, to '
                              'see what the daemon costs')
-    parser.add_argument('--profile', action='store_true',
-                        help='after the rounds, run one more vifagent round '
-                             'under cProfile and print the top functions '
-                             'to stderr (not counted in the table)')
     return parser.parse_args(argv)
 
 

@@ -12,26 +12,18 @@
 
 """RPC benchmark: a real vifagent-agent process, driven over RabbitMQ.
 
-Measures, against an agent of its own (see ``harness``), with fresh port
-ids in every round (``--repeat``, default 3):
-
-1. ``bind_port``, one call per port, each timed from sending the call to
-   its reply, which must say DOWN (``ovs_hybrid`` ports, no VM tap) or,
-   with ``--netns``, ACTIVE (a namespace per port stands in for the VM);
-   then ``unbind_port`` per port, timed the same way;
-2. ``sync_ports`` with as many new bindings in one call, then
-   ``sync_ports([])``, which removes them all; each timed to its reply.
-
-Outside the timed calls every chain is checked independently after each
-bind and sync and again after each removal. The table shows per metric
-the median over the rounds with the minimum and maximum (a percentile is
-over the round's calls, nearest rank); then the targets and, last,
-``bind_median_ms``, ``bind_p99_ms`` and ``sync_<ports>_s``.
+Per round, with fresh ports: ``bind_port`` one call per port, each timed
+to its reply, which must say DOWN (``ovs_hybrid``, no VM tap) or, with
+``--netns``, ACTIVE (a namespace stands in for each VM); ``unbind_port``
+per port; one ``sync_ports`` of as many new bindings; ``sync_ports([])``
+removing them. Every chain is checked independently between the timed
+calls. Table: per metric the median over the rounds, min and max (a
+percentile is over a round's calls); then the targets and, last,
+``bind_median_ms``, ``bind_p99_ms`` and ``sync_<ports>_s``::
 
     python -m benchmarks.rpc --ports 200 --repeat 3
 """
 
-import argparse
 import statistics
 import sys
 
@@ -160,10 +152,8 @@ class Benchmark(harness.AgentBench):
                '(expected %s), agent %s on %s' % (
                    n, len(self.rounds), self.vif_type, self.expected,
                    self.host, self.bridge),
-               self.broker_line(),
-               'agent answered %.1f s after start%s' % (
-                   self.started_in,
-                   '; debug logging ON' if self.args.debug else ''),
+               self.host_line(),
+               'agent answered %.1f s after start' % self.started_in,
                '', '%-36s %12s %12s %12s' % ('metric (median over rounds)',
                                              'median', 'min', 'max')]
         for label, key, unit in ROWS:
@@ -191,21 +181,13 @@ class Benchmark(harness.AgentBench):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog='python -m benchmarks.rpc',
-        description='Time a real vifagent-agent over RabbitMQ: bind_port '
-                    'one port per call and sync_ports of all ports in one '
-                    'call, on a fresh OVS bridge that is removed at the '
-                    'end. Run as root.')
-    parser.add_argument('--ports', type=harness.positive, default=200,
-                        help='ports per scenario and round (default 200)')
-    parser.add_argument('--repeat', type=harness.positive, default=3,
-                        help='rounds, each with fresh port ids (default 3)')
+    parser = harness.AgentBench.parser(sys.modules[__name__], (
+        ('--ports', 200, 'ports per scenario and round'),
+        ('--repeat', 3, 'rounds, each with fresh port ids')))
     parser.add_argument('--netns', action='store_true',
                         help='bind netns ports, each with a namespace of '
                              'its own as its VM (status ACTIVE), instead '
                              'of ovs_hybrid ports without a tap (DOWN)')
-    harness.AgentBench.add_arguments(parser)
     return parser.parse_args(argv)
 
 
