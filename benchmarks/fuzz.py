@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
 import time
 
@@ -109,14 +110,27 @@ def save(path, stats):
     log('%d payloads written to %s', len(records), path)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt('signal %d' % signum)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if os.geteuid() != 0:
         log('python -m benchmarks.fuzz must run as root')
         return 2
+    # Ctrl-C, and SIGTERM, stop the run through its cleanup; a shell
+    # starting the run in the background would otherwise have it ignore
+    # SIGINT, and SIGTERM would leave the agent and its chains behind.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     seed = random.getrandbits(32) if args.seed is None else args.seed
     started = time.monotonic()
-    stats, problems = run(args.payloads, seed)
+    try:
+        stats, problems = run(args.payloads, seed)
+    except KeyboardInterrupt:
+        log('interrupted; the agent and what it made are removed')
+        return 130
     print(stats.table())
     report = stats.report(limit=100)
     if report:
