@@ -27,6 +27,8 @@ __all__ = [
     'VlanPoolExhausted',
     'DataplaneError',
     'OvsdbError',
+    'PrivilegedError',
+    'StoreUnavailable',
 ]
 
 
@@ -86,3 +88,18 @@ class DataplaneError(VifAgentException):
 
 class OvsdbError(DataplaneError):
     msg_fmt = "OVSDB operation failed: %(reason)s"
+
+
+class PrivilegedError(DataplaneError):
+    """The privileged daemon died or hung under a batch of writes."""
+
+    msg_fmt = "Privileged operation failed: %(reason)s"
+
+
+class StoreUnavailable(VifAgentException):
+    """The store cannot record a change (disk full, read-only, damaged).
+
+    Nothing was changed, neither in the store nor on the host.
+    """
+
+    msg_fmt = "The agent's store cannot record changes: %(reason)s"

@@ -31,6 +31,7 @@ from oslo_log import log as logging
 
 from vifagent import binding as binding_mod
 from vifagent import exception
+from vifagent import faults
 
 LOG = logging.getLogger(__name__)
 
@@ -92,15 +93,28 @@ class Store:
     """Bindings and VLAN allocations of one agent."""
 
     def __init__(self, state_path, default_mtu=1500):
-        os.makedirs(state_path, mode=0o700, exist_ok=True)
+        """Open (or create) the store; a damaged one is refused.
+
+        Raises StoreUnavailable when the file is not a sound SQLite
+        database or cannot be opened for writing: an agent must never run
+        on an empty store in place of a damaged one.
+        """
         self.path = os.path.join(state_path, DB_NAME)
         self.default_mtu = default_mtu
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute('PRAGMA journal_mode=WAL')
-        self._db.execute('PRAGMA synchronous=FULL')
-        self._db.executescript(_SCHEMA)
+        try:
+            os.makedirs(state_path, mode=0o700, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None,
+                                       check_same_thread=False)
+            self._check_sound()
+            self._db.execute('PRAGMA journal_mode=WAL')
+            self._db.execute('PRAGMA synchronous=FULL')
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.DatabaseError) as e:
+            if isinstance(e, sqlite3.DatabaseError) and not unavailable(e):
+                raise
+            raise exception.StoreUnavailable(reason='%s: %s' % (
+                self.path, e)) from e
         # The store's identity, recorded on the integration bridge by the
         # reconciler: a new or replaced store is then told from the one
         # that built the host's chains.
@@ -116,6 +130,21 @@ class Store:
         self._read_lock = threading.Lock()
         self._reader = sqlite3.connect(self.path, isolation_level=None,
                                        check_same_thread=False)
+
+    def _check_sound(self):
+        """Refuse a store SQLite finds damaged (quick_check is not ok)."""
+        problems = [row[0] for row in
+                    self._db.execute('PRAGMA quick_check(5)').fetchall()]
+        if problems != ['ok']:
+            raise sqlite3.DatabaseError(
+                'damaged: %s. Restore it from a backup; moved aside, it '
+                'is replaced by an empty store and the agent waits for '
+                'the controller\'s sync_ports before it removes anything'
+                % '; '.join(problems))
+
+    def integrity_check(self):
+        """SQLite's full integrity check: ``['ok']`` when sound."""
+        return [r[0] for r in self._read('PRAGMA integrity_check')]
 
     def close(self):
         with self._lock, self._read_lock:
@@ -202,7 +231,11 @@ class Store:
                 'SELECT port_id FROM bindings')]
             removed = [self._delete(pid) for pid in stored
                        if pid not in wanted]
-            results = [self._put(b, busy) for b in bindings]
+            results = []
+            for i, b in enumerate(bindings):
+                if i == len(bindings) // 2:
+                    faults.point('store.sync_mid_transaction')
+                results.append(self._put(b, busy))
             self._check_vm_nics(bindings)
             return results, removed
 
@@ -356,15 +389,54 @@ class Store:
         return _Transaction(self._db)
 
 
+def unavailable(error):
+    """True for an SQLite error that says the store cannot be written.
+
+    A full or read-only disk, an I/O error or a damaged file; not a
+    constraint or a programming error, which are bugs.
+    """
+    return isinstance(error, sqlite3.DatabaseError) and not isinstance(
+        error, (sqlite3.IntegrityError, sqlite3.ProgrammingError,
+                sqlite3.InterfaceError))
+
+
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception.
+
+    A write the disk refuses (full, read-only, failing) rolls back and
+    raises StoreUnavailable: the caller changes nothing on the host.
+    """
 
     def __init__(self, db):
         self.db = db
 
     def __enter__(self):
-        self.db.execute('BEGIN IMMEDIATE')
+        try:
+            self.db.execute('BEGIN IMMEDIATE')
+        except sqlite3.DatabaseError as e:
+            if unavailable(e):
+                raise exception.StoreUnavailable(reason=str(e)) from e
+            raise
 
     def __exit__(self, exc_type, exc, tb):
-        self.db.execute('ROLLBACK' if exc_type else 'COMMIT')
+        if exc_type is None:
+            try:
+                self.db.execute('COMMIT')
+                return False
+            except sqlite3.DatabaseError as e:
+                exc = e
+        self._rollback()
+        if unavailable(exc):
+            LOG.error('The store cannot record a change: %s', exc)
+            raise exception.StoreUnavailable(reason=str(exc)) from exc
+        if exc_type is None:
+            raise exc
         return False
+
+    def _rollback(self):
+        if not self.db.in_transaction:
+            return  # SQLite already rolled back (a full disk, say)
+        try:
+            self.db.execute('ROLLBACK')
+        except sqlite3.DatabaseError as e:
+            LOG.error('Could not roll back: %s', e)

@@ -247,3 +247,87 @@ class TestQuarantine(base.BaseTestCase):
         _, removed = self.store.replace_all([self.good])
         self.assertEqual([fixed.port_id], [r.port_id for r in removed])
         self.assertEqual(([self.good], []), self.store.load())
+
+
+class TestUnavailable(base.BaseTestCase):
+    """A store the disk refuses fails typed and leaves no trace."""
+
+    def setUp(self):
+        super().setUp()
+        self.path = self.useFixture(fixtures.TempDir()).path
+        self.store = store_mod.Store(self.path)
+        self.addCleanup(self.store.close)
+
+    def fill(self):
+        """SQLite's own full-disk error: no page may be added."""
+        pages = self.store._db.execute('PRAGMA page_count').fetchone()[0]
+        self.store._db.execute('PRAGMA max_page_count=%d' % pages)
+
+    def test_full_disk_is_typed_and_writes_nothing(self):
+        kept = make()
+        self.store.put(kept)
+        self.fill()
+        many = [make() for _ in range(200)]
+        e = self.assertRaises(exception.StoreUnavailable,
+                              self.store.put_many, many)
+        self.assertIn('full', str(e))
+        self.assertRaises(exception.StoreUnavailable,
+                          self.store.replace_all, many)
+        self.assertEqual([kept], self.store.all())
+        self.assertEqual(['ok'], self.store.integrity_check())
+        # Room again: the same write goes through.
+        self.store._db.execute('PRAGMA max_page_count=1073741823')
+        self.store.put_many(many)
+        self.assertEqual(201, len(self.store.all()))
+
+    def test_reads_serve_while_writes_fail(self):
+        b = make()
+        self.store.put(b)
+        self.fill()
+        self.assertRaises(exception.StoreUnavailable, self.store.put_many,
+                          [make() for _ in range(200)])
+        self.assertEqual(b, self.store.get(b.port_id))
+        self.assertEqual({b.network_id: 1}, self.store.vlans())
+
+
+class TestDamaged(base.BaseTestCase):
+    """A damaged store file is refused, never replaced by an empty one."""
+
+    def setUp(self):
+        super().setUp()
+        self.path = self.useFixture(fixtures.TempDir()).path
+        self.file = os.path.join(self.path, store_mod.DB_NAME)
+
+    def test_not_a_database(self):
+        with open(self.file, 'wb') as f:
+            f.write(os.urandom(8192))
+        e = self.assertRaises(exception.StoreUnavailable, store_mod.Store,
+                              self.path)
+        self.assertIn(self.file, str(e))
+        with open(self.file, 'rb') as f:
+            self.assertEqual(8192, len(f.read()))  # left for the operator
+
+    def test_damaged_pages(self):
+        store = store_mod.Store(self.path)
+        store.put_many([make() for _ in range(300)])
+        store._db.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+        store.close()
+        size = os.path.getsize(self.file)
+        self.assertGreater(size, 8 * 4096)
+        with open(self.file, 'r+b') as f:
+            # Keep the header (page 1), damage the tables and indexes.
+            f.seek(4096)
+            f.write(b'\xff' * (size - 2 * 4096))
+        e = self.assertRaises(exception.StoreUnavailable, store_mod.Store,
+                              self.path)
+        self.assertIn('damaged', str(e))
+
+    def test_sound_store_opens(self):
+        store = store_mod.Store(self.path)
+        b = make()
+        store.put(b)
+        store.close()
+        store = store_mod.Store(self.path)
+        self.addCleanup(store.close)
+        self.assertEqual([b], store.all())
+        self.assertEqual(['ok'], store.integrity_check())

@@ -22,6 +22,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from vifagent import conf as vifagent_conf  # noqa: F401 (registers opts)
+from vifagent import exception
 from vifagent import service
 
 LOG = logging.getLogger(__name__)
@@ -44,7 +45,14 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     agent = service.Agent(CONF)
-    agent.start()
+    try:
+        agent.start()
+    except exception.StoreUnavailable as e:
+        # The store is opened before anything touches the host: refusing
+        # here leaves every chain as it is.
+        LOG.critical('Not starting: %s', e)
+        print('vifagent-agent: not starting: %s' % e, file=sys.stderr)
+        return 2
     while not stop.wait(1):
         pass
     # Chains stay whatever happens here; a stop that hangs (a broker that

@@ -74,6 +74,13 @@ agent_opts = [
         help='Shell patterns one of which a netns binding\'s namespace '
              'name must match, so that no caller can put an interface '
              'into another service\'s namespace (qrouter-, qdhcp-...).'),
+    cfg.FloatOpt(
+        'privsep_timeout', default=30.0, min=1.0,
+        help='Seconds the privileged daemon may take over a batch of kernel '
+             'writes before it is taken for hung, plus 10 ms per operation '
+             'and 50 ms per deleted device, so a large batch is never cut '
+             'short. A hung daemon is killed and a new one started; the '
+             'ports of the batch are ERROR until a retry succeeds.'),
     cfg.IntOpt(
         'default_mtu', default=1500, min=68, max=65535,
         help='MTU of a port whose binding does not name one.'),

@@ -25,6 +25,7 @@ from vifagent import binding
 from vifagent.kernel import ethtool
 from vifagent.kernel import rtnl
 from vifagent import ops
+from vifagent import privileged
 from vifagent.privileged import linux as priv_linux
 
 LOG = logging.getLogger(__name__)
@@ -32,6 +33,11 @@ LOG = logging.getLogger(__name__)
 # Below this many names, asking for each device is cheaper than reading
 # every link on the host.
 _GET_THRESHOLD = 8
+
+# What a privileged batch may take beyond the base timeout, per operation
+# and per deleted device (the kernel's RCU grace periods make deletes slow).
+_PER_OP = 0.01
+_PER_DELETE = 0.05
 
 
 def interesting(name):
@@ -41,8 +47,10 @@ def interesting(name):
 class LinuxDataplane:
     """Observes links and hands planned writes to the privileged side."""
 
-    def __init__(self):
+    def __init__(self, timeout=30.0):
         self._reader = rtnl.LinkReader()
+        #: Seconds a privileged batch may take, before the per-op share.
+        self.timeout = timeout
 
     def close(self):
         self._reader.close()
@@ -84,11 +92,17 @@ class LinuxDataplane:
         """
         if not groups and not deletes:
             return {'ports': {}, 'deletes': {}}
-        return priv_linux.apply_link_ops(ops.encode_groups(groups),
-                                         sorted(deletes))
+        timeout = (self.timeout + _PER_DELETE * len(deletes) +
+                   _PER_OP * sum(map(len, groups.values())))
+        return privileged.call(privileged.net_admin,
+                               priv_linux.apply_link_ops,
+                               ops.encode_groups(groups), sorted(deletes),
+                               timeout=timeout)
 
     def netns_up(self, requests):
         """Bring up ``{key: netns}``'s eth0; return ``{key: error}``."""
         if not requests:
             return {}
-        return priv_linux.set_up_in_netns(requests)
+        return privileged.call(privileged.netns_admin,
+                               priv_linux.set_up_in_netns, requests,
+                               timeout=self.timeout + _PER_OP * len(requests))

@@ -30,6 +30,7 @@ from oslo_log import log as logging
 from pyroute2 import IPRoute
 from pyroute2.netlink import exceptions as nl_exc
 
+from vifagent import faults
 from vifagent.kernel import ethtool
 from vifagent.kernel import rtnl
 from vifagent import ops as ops_mod
@@ -168,6 +169,7 @@ class LinkExecutor:
             except _OpFailed as e:
                 errors[key] = str(e)
                 LOG.warning('Port %s: %s', key, errors[key])
+            faults.point('privsep.mid_batch')
         return errors
 
     def _index(self, name):

@@ -26,6 +26,7 @@ from oslo_log import log as logging
 
 from vifagent import binding as binding_mod
 from vifagent import exception
+from vifagent import faults
 from vifagent.reconcile import observe as observe_mod
 from vifagent.reconcile import plan as plan_mod
 from vifagent import state
@@ -76,7 +77,8 @@ class Engine:
                                   ssl_cert_file=conf.ovs.ssl_cert_file,
                                   ssl_ca_cert_file=conf.ovs.ssl_ca_cert_file)
         ovs_dp.start(ensure_bridge)
-        return cls(linux.LinuxDataplane(), ovs_dp, conf.host)
+        return cls(linux.LinuxDataplane(conf.agent.privsep_timeout), ovs_dp,
+                   conf.host)
 
     def stop(self):
         self.ovs.stop()
@@ -110,22 +112,41 @@ class Engine:
         """
         errors = dict(plan.conflicts)
         if plan.link_ops or plan.deletes:
-            result = self.linux.apply(plan.link_ops, plan.deletes)
+            result = self._linux_apply(plan.link_ops, plan.deletes)
             self.counters.link_ops += sum(map(len, plan.link_ops.values()))
             self.counters.link_deletes += len(plan.deletes)
             errors.update(result['ports'])
             for name, error in result['deletes'].items():
                 LOG.warning('Could not delete %s: %s', name, error)
+            faults.point('plug.links_applied')
         netns_up = {pid: netns for pid, netns in plan.netns_up.items()
                     if pid not in errors}
         if netns_up:
-            errors.update(self.linux.netns_up(netns_up))
+            try:
+                errors.update(self.linux.netns_up(netns_up))
+            except exception.PrivilegedError as e:
+                errors.update(dict.fromkeys(netns_up, str(e)))
             self.counters.netns_ops += len(netns_up)
         isolate = set()
         if plan.ovs_adds or plan.ovs_updates:
             isolate = self._unverified(ports, plan, errors)
         self._apply_ovs(plan, errors, isolate)
         return errors, isolate
+
+    def _linux_apply(self, groups, deletes):
+        """Kernel writes; a lost privileged daemon fails the whole batch.
+
+        The batch may have run in part: the verification that follows
+        sees what is there, and every port of it is an error until a
+        retry on a new daemon completes it.
+        """
+        try:
+            return self.linux.apply(groups, deletes)
+        except exception.PrivilegedError as e:
+            LOG.error('Kernel writes for %d ports failed: %s', len(groups),
+                      e)
+            return {'ports': dict.fromkeys(groups, str(e)),
+                    'deletes': dict.fromkeys(deletes, str(e))}
 
     def _unverified(self, ports, plan, errors):
         """Ports whose Linux side a fresh look does not find complete.
@@ -169,6 +190,7 @@ class Engine:
                 # look unchanged to ovs-vswitchd: remove it first.
                 self.ovs.apply([], [], sorted(readds))
                 self.counters.ovsdb_transactions += 1
+                faults.point('ovs.readd_removed')
                 deletes = [name for name in deletes if name not in readds]
             self.ovs.apply(adds, updates, deletes)
             self.counters.ovsdb_transactions += 1
@@ -247,8 +269,9 @@ class Engine:
                 self.counters.ovsdb_transactions += 1
             except exception.OvsdbError as e:
                 LOG.error('Could not remove OVS ports: %s', e)
+            faults.point('unplug.ovs_removed')
         if plan.deletes:
-            result = self.linux.apply({}, plan.deletes)
+            result = self._linux_apply({}, plan.deletes)
             self.counters.link_deletes += len(plan.deletes)
             for name, error in result['deletes'].items():
                 LOG.error('Could not delete %s: %s', name, error)

@@ -31,6 +31,7 @@ from oslo_log import log as logging
 
 from vifagent import binding as binding_mod
 from vifagent import exception
+from vifagent import faults
 from vifagent.reconcile import gc
 from vifagent.reconcile import index as index_mod
 from vifagent.reconcile import status as status_mod
@@ -109,6 +110,7 @@ class Reconciler:
         """Store one binding, plug it; return its reply."""
         with self._lock:
             self.store.put(binding, busy=self.engine.ovs.tags_in_use())
+            faults.point('bind.stored')
             result = self._plug([binding])[binding.port_id]
         if result.failed:
             self.worker.mark([binding.port_id])  # retried with backoff
@@ -128,6 +130,7 @@ class Reconciler:
         with self._lock:
             results, removed = self.store.replace_all(
                 bindings, busy=self.engine.ovs.tags_in_use())
+            faults.point('sync.stored')
             removed_ids = [b.port_id for b in removed]
             if removed_ids:
                 self._unplug(removed_ids)
