@@ -175,17 +175,26 @@ class AgentFixture(fixtures.Fixture):
         self.useFixture(messaging_conffixture.ConfFixture(conf))
         return conf
 
-    def start(self, timeout=60, wait=True):
+    def start(self, timeout=60, wait=True, faults=None):
         """Start the agent; with ``wait``, until it answers a call.
 
         Without ``wait`` it returns at once: an agent whose broker is away
         does not answer calls, but it repairs, and serves /healthz.
+        ``faults`` arms fault points (a VIFAGENT_FAULTS value) for this
+        run; each acts once across this run's processes (its privsep
+        daemons included).
         """
         self._log_start = self._log_size()
+        env = dict(os.environ)
+        env.pop('VIFAGENT_FAULTS', None)
+        if faults:
+            once = os.path.join(self.dir, 'faults-%d' % time.monotonic_ns())
+            os.mkdir(once)
+            env.update(VIFAGENT_FAULTS=faults, VIFAGENT_FAULTS_ONCE=once)
         with open(os.path.join(self.dir, 'agent.stderr'), 'ab') as err:
             self.proc = subprocess.Popen(
                 [script('vifagent-agent'), '--config-file', self.config],
-                stdout=subprocess.DEVNULL, stderr=err)
+                stdout=subprocess.DEVNULL, stderr=err, env=env)
         if wait:
             self.wait_ready(timeout)
 

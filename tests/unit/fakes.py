@@ -59,6 +59,8 @@ class FakeLinux:
         self.host = host
         #: Ops to drop silently: a write reported done that did not stick.
         self.drop = set()
+        #: Set: the privileged daemon is lost (every write raises).
+        self.fail = None
 
     def observe(self, names=None):
         links = self.host.links
@@ -67,6 +69,8 @@ class FakeLinux:
         return {name: links[name] for name in names if name in links}
 
     def apply(self, groups, deletes):
+        if self.fail:
+            raise exception.PrivilegedError(reason=self.fail)
         groups = {key: [op for op in ops if op.op not in self.drop]
                   for key, ops in groups.items()}
         self.host.commit(plan_mod.Plan(link_ops=groups,

@@ -112,8 +112,7 @@ class Reconciler:
             self.store.put(binding, busy=self.engine.ovs.tags_in_use())
             faults.point('bind.stored')
             result = self._plug([binding])[binding.port_id]
-        if result.failed:
-            self.worker.mark([binding.port_id])  # retried with backoff
+        self._retry_failed({binding.port_id: result})
         return self._reply(binding, result)
 
     def unbind(self, port_id):
@@ -136,6 +135,7 @@ class Reconciler:
                 self._unplug(removed_ids)
             plugged = self._plug(bindings) if bindings else {}
             self._resume_collection()
+        self._retry_failed(plugged)
         by_action = collections.defaultdict(list)
         for b, (action, _) in zip(bindings, results):
             by_action[action].append(b.port_id)
@@ -157,7 +157,14 @@ class Reconciler:
             LOG.info('Network %s: MTU %d for %d ports', network_id, mtu,
                      len(changed))
             self.store.put_many(changed)
-            self._plug(changed)
+            results = self._plug(changed)
+        self._retry_failed(results)
+
+    def _retry_failed(self, results):
+        """Hand ports a change left failed to the worker's retries."""
+        failed = [pid for pid, r in results.items() if r.failed]
+        if failed:
+            self.worker.mark(failed)  # retried with backoff
 
     # -- reads (never wait for a plug) ------------------------------------
     def get(self, port_id):

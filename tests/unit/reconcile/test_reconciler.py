@@ -149,6 +149,38 @@ class TestLife(Base):
         self.assertIn('OVSDB is away', reply['reason'])
         self.assertIn(reply['port_id'], self.rec.worker._dirty)
 
+    def test_failed_sync_and_network_update_are_retried(self):
+        a, b = make(), make()
+        self.rec.engine.linux.fail = 'daemon lost'
+        reply = self.rec.sync([a, b])
+        self.assertEqual({state.ERROR}, {p['status'] for p in reply['ports']})
+        self.assertEqual({a.port_id, b.port_id}, self.rec.worker._dirty)
+        self.rec.engine.linux.fail = None
+        self.rec.sync([a, b])
+        self.rec.worker._dirty.clear()
+        self.rec.engine.linux.fail = 'daemon lost'
+        self.rec.network_update(a.network_id, 1400)
+        self.assertEqual({a.port_id}, self.rec.worker._dirty)
+
+    def test_lost_privileged_daemon_isolates_the_port(self):
+        b = make()
+        self.assertEqual(state.ACTIVE, self.rec.bind(b)['status'])
+        del self.host.links[b.devices.qvb]
+        self.rec.engine.linux.fail = 'daemon lost'
+        result = self.rec._reconcile_ports([b.port_id])[b.port_id]
+        self.assertEqual(state.ERROR, result.status)
+        self.assertIn('daemon lost', result.reason)
+        # Never left on its network with half a chain: off the switch
+        # (its veth is to be made again) or on the dead VLAN.
+        port = self.host.ovs_ports.get(b.devices.qvo)
+        self.assertIn(port.tag if port else None,
+                      (None, binding_mod.DEAD_VLAN))
+        self.assertEqual(state.ERROR, self.rec.get(b.port_id)['status'])
+        self.rec.engine.linux.fail = None
+        result = self.rec._reconcile_ports([b.port_id])[b.port_id]
+        self.assertEqual(state.ACTIVE, result.status)
+        self.assertEqual(1, self.host.ovs_ports[b.devices.qvo].tag)
+
 
 class TestReads(Base):
 
