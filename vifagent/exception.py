@@ -102,4 +102,4 @@ class StoreUnavailable(VifAgentException):
     Nothing was changed, neither in the store nor on the host.
     """
 
-    msg_fmt = "The agent's store cannot record changes: %(reason)s"
+    msg_fmt = "The agent's store is unavailable: %(reason)s"

@@ -113,7 +113,7 @@ class Store:
         except (OSError, sqlite3.DatabaseError) as e:
             if isinstance(e, sqlite3.DatabaseError) and not unavailable(e):
                 raise
-            raise exception.StoreUnavailable(reason='%s: %s' % (
+            raise exception.StoreUnavailable(reason='cannot open %s: %s' % (
                 self.path, e)) from e
         # The store's identity, recorded on the integration bridge by the
         # reconciler: a new or replaced store is then told from the one

@@ -23,8 +23,11 @@ from vifagent import exception
 from vifagent import metrics
 from vifagent import rpc
 
+# Errors the caller is told about; the agent logs no traceback for them
+# (a store that cannot write logs its own error once).
 _EXPECTED = (exception.InvalidBinding, exception.PortNotFound,
-             exception.StaleRevision, exception.VlanPoolExhausted)
+             exception.StaleRevision, exception.VlanPoolExhausted,
+             exception.StoreUnavailable)
 
 
 def _counted(method):
