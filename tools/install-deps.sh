@@ -10,7 +10,7 @@ set -eu
 PACKAGES=${*:-"openvswitch-switch rabbitmq-server ethtool iproute2 iputils-ping
 pkg-config libvirt-dev python3-venv python3-dev gcc
 libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
-qemu-system-x86 busybox-static cpio kmod"}
+qemu-system-x86 busybox-static cpio kmod e2fsprogs mount"}
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps.sh must run as root" >&2
