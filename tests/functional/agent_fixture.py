@@ -91,7 +91,8 @@ class AgentFixture(fixtures.Fixture):
     """Writes a config, starts vifagent-agent, waits until it answers."""
 
     def __init__(self, report_interval=30, sections=None, libvirt=False,
-                 broker_proxy=False, transport_url=None, **agent_options):
+                 broker_proxy=False, transport_url=None, faults=None,
+                 **agent_options):
         # libvirt connects the agent to libvirtd. Off, tests of the chain
         # alone need no libvirtd and are not disturbed by its restarts.
         super().__init__()
@@ -101,6 +102,7 @@ class AgentFixture(fixtures.Fixture):
         self.transport_url = transport_url
         self.agent_options = agent_options
         self.sections = sections or {}
+        self.faults = faults
 
     def _setUp(self):
         url = self.transport_url or TRANSPORT_URL
@@ -154,7 +156,7 @@ class AgentFixture(fixtures.Fixture):
                                              topic=self.topic, timeout=30)
         self.proc = None
         self.addCleanup(self.kill)
-        self.start()
+        self.start(faults=self.faults)
 
     def _client_conf(self):
         """The options the fixture's client connects with.
