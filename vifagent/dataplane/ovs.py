@@ -40,6 +40,13 @@ from vifagent import state
 
 LOG = logging.getLogger(__name__)
 
+# Seconds between attempts to reach an OVSDB that was away at start.
+_ATTACH_RETRY = 2.0
+# Shortest OVSDB keepalive probe interval, seconds.
+_MIN_PROBE = 5
+# The last wait of a transaction past its timeout (see _Transaction).
+_LAST_WAIT = 0.1
+
 # Only what the agent reads or writes is replicated: the IDL then ignores
 # the statistics ovs-vswitchd rewrites every few seconds on every
 # Interface, which would otherwise dominate its CPU and memory.
@@ -172,6 +179,22 @@ class _ApplyPorts(command.BaseCommand):
                     iface.setkey('external_ids', key, value)
 
 
+class _Transaction(impl_idl.OvsVsctlTransaction):
+    """ovsdbapp's transaction, with every wait bounded.
+
+    When a commit must be retried after the timeout has passed (the
+    session to a stalled ovsdb-server was dropped), ovsdbapp waits for
+    the reconnection with the time remaining as its timeout, and takes
+    zero or less as no timeout at all: the transaction, and the
+    connection's lock every read takes, would then be held for as long
+    as the server stalls. The remaining time never drops below
+    ``_LAST_WAIT``, so the transaction fails instead.
+    """
+
+    def time_remaining(self):
+        return max(super().time_remaining(), _LAST_WAIT)
+
+
 class _Api(impl_idl.OvsdbIdl):
     """The ovsdbapp API with a connection private to vifagent.
 
@@ -187,6 +210,12 @@ class _Api(impl_idl.OvsdbIdl):
     _ssl = None
     _users = 0
     _guard = threading.Lock()
+
+    def create_transaction(self, check_error=False, log_errors=True,
+                           timeout=None, **kwargs):
+        """A bounded transaction; ``timeout`` in seconds (default: all)."""
+        return _Transaction(self, self.ovsdb_connection, timeout=timeout,
+                            check_error=check_error, log_errors=log_errors)
 
     @classmethod
     def attach(cls, remote, timeout, ssl_files=None):
@@ -215,6 +244,14 @@ class _Api(impl_idl.OvsdbIdl):
                 for table, columns in _COLUMNS.items():
                     helper.register_columns(table, columns)
                 idl = _Idl(remote, helper)
+                # python-ovs never probes a unix: session: an ovsdb-server
+                # that stalls (stopped, or wedged) would then hold a
+                # transaction, and with it the connection's lock that
+                # every read takes, for as long as it stalls. Probed, a
+                # silent server is dropped after twice this interval and
+                # the transaction fails instead.
+                idl._session.reconnect.set_probe_interval(
+                    max(timeout, _MIN_PROBE) * 1000)
                 conn = connection.Connection(idl, timeout=timeout)
                 cls._remote = remote
                 cls._ssl = ssl_files
@@ -247,12 +284,18 @@ class OvsDataplane:
         self.ssl_ca_cert_file = ssl_ca_cert_file
         self.api = None
         self._conn = None
+        self._stopping = threading.Event()
+        self._attacher = None
 
-    def start(self, ensure_bridge=True):
+    def start(self, ensure_bridge=True, wait=True):
         """Connect (or join the process's connection); ensure the bridge.
 
         An ``ssl:`` connection without its three TLS files is refused here,
         before any connection attempt, with an OvsdbError naming them.
+        Without ``wait`` an OVSDB that cannot be reached now is tried again
+        in the background: until it answers, connected() is False and
+        every read or write raises OvsdbError. The agent starts this way,
+        so it serves reads and health while Open vSwitch is away.
         """
         ssl_files = check_ssl_files(
             self.connection_string, self.ssl_key_file, self.ssl_cert_file,
@@ -262,13 +305,52 @@ class OvsDataplane:
             LOG.warning('OVSDB connection %s is neither encrypted nor '
                         'authenticated; use unix: or ssl:',
                         self.connection_string)
-        self.api = _Api.attach(self.connection_string, self.timeout,
-                               ssl_files)
-        self._conn = self.api.ovsdb_connection
-        if ensure_bridge:
-            self.ensure_bridge()
+        if wait:
+            self._attach(ssl_files)
+            if ensure_bridge:
+                self.ensure_bridge()
+            return
+        try:
+            self._attach(ssl_files)
+        except Exception as e:
+            LOG.warning('OVSDB %s cannot be reached (%s); trying again '
+                        'every %.0f s', self.connection_string, e,
+                        _ATTACH_RETRY)
+            self._attacher = threading.Thread(
+                target=self._attach_later, args=(ssl_files,),
+                name='ovsdb-attach', daemon=True)
+            self._attacher.start()
+
+    def _attach(self, ssl_files):
+        api = _Api.attach(self.connection_string, self.timeout, ssl_files)
+        self._conn = api.ovsdb_connection
+        self.api = api
+
+    def _attach_later(self, ssl_files):
+        """Try to connect until it works or the dataplane stops."""
+        while not self._stopping.wait(_ATTACH_RETRY):
+            try:
+                self._attach(ssl_files)
+            except Exception as e:
+                LOG.debug('OVSDB still unreachable: %s', e)
+                continue
+            LOG.info('Connected to OVSDB %s', self.connection_string)
+            return
+
+    def _require(self):
+        """The API, or OvsdbError while OVSDB was never reached."""
+        api = self.api
+        if api is None:
+            raise exception.OvsdbError(
+                reason='not connected to OVSDB %s yet' %
+                self.connection_string)
+        return api
 
     def stop(self):
+        self._stopping.set()
+        if self._attacher is not None:
+            self._attacher.join()
+            self._attacher = None
         if self.api is not None:
             _Api.detach()
             self.api = self._conn = None
@@ -290,12 +372,14 @@ class OvsDataplane:
         transaction, and a health check must answer during a plug. The
         answer is one boolean of the session, safe to read as it changes.
         """
-        return self._conn.idl._session.is_connected()
+        conn = self._conn
+        return conn is not None and conn.idl._session.is_connected()
 
     def bridge_exists(self):
+        api = self._require()
         with self._conn.lock:
             return any(b.name == self.bridge for b in
-                       self.api.tables['Bridge'].rows.values())
+                       api.tables['Bridge'].rows.values())
 
     def ensure_bridge(self):
         """Create the integration bridge if it is missing; never change it."""
@@ -303,10 +387,11 @@ class OvsDataplane:
             return False
         LOG.info('Creating integration bridge %s (datapath %s)',
                  self.bridge, self.datapath_type)
+        api = self._require()
         try:
-            self.api.add_br(self.bridge, may_exist=True,
-                            datapath_type=self.datapath_type).execute(
-                                check_error=True)
+            api.add_br(self.bridge, may_exist=True,
+                       datapath_type=self.datapath_type).execute(
+                           check_error=True)
         except Exception as e:
             raise exception.OvsdbError(
                 reason='cannot create bridge %s: %s' % (self.bridge, e))
@@ -314,25 +399,27 @@ class OvsDataplane:
 
     def bridge_external_ids(self):
         """The integration bridge's external_ids ({} while it is absent)."""
+        api = self._require()
         with self._conn.lock:
-            bridge = idlutils.row_by_value(self.api.idl, 'Bridge', 'name',
+            bridge = idlutils.row_by_value(api.idl, 'Bridge', 'name',
                                            self.bridge, None)
             return dict(bridge.external_ids) if bridge else {}
 
     def set_bridge_external_ids(self, values):
         """Set keys of the integration bridge's external_ids."""
+        api = self._require()
         try:
-            self.api.db_set('Bridge', self.bridge,
-                            ('external_ids', values)).execute(
-                                check_error=True)
+            api.db_set('Bridge', self.bridge,
+                       ('external_ids', values)).execute(check_error=True)
         except Exception as e:
             raise exception.OvsdbError(
                 reason='cannot mark bridge %s: %s' % (self.bridge, e))
 
     def tags_in_use(self):
         """The VLAN tags of the ports on the integration bridge now."""
+        api = self._require()
         with self._conn.lock:
-            bridge = idlutils.row_by_value(self.api.idl, 'Bridge', 'name',
+            bridge = idlutils.row_by_value(api.idl, 'Bridge', 'name',
                                            self.bridge, None)
             ports = list(bridge.ports) if bridge else []
             return {tag for tag in (_optional(p.tag) for p in ports)
@@ -345,8 +432,9 @@ class OvsDataplane:
         otherwise every port named like a qvo or carrying the owner marker.
         """
         result = {}
+        api = self._require()
         with self._conn.lock:
-            idl = self.api.idl
+            idl = api.idl
             if names is None:
                 rows = [p for p in idl.tables['Port'].rows.values()
                         if p.name.startswith(binding.OVS_VETH_PREFIX) or
@@ -386,9 +474,10 @@ class OvsDataplane:
         """Commit port changes in one transaction; raise OvsdbError."""
         if not (adds or updates or deletes):
             return
-        cmd = _ApplyPorts(self.api, self.bridge, adds, updates, deletes)
+        api = self._require()
+        cmd = _ApplyPorts(api, self.bridge, adds, updates, deletes)
         try:
-            with self.api.transaction(check_error=True) as txn:
+            with api.transaction(check_error=True) as txn:
                 txn.add(cmd)
         except exception.OvsdbError:
             raise

@@ -64,8 +64,12 @@ class Engine:
         self.counters = Counters()
 
     @classmethod
-    def from_conf(cls, conf, ensure_bridge=True):
-        """Connect to netlink and OVSDB as configured; ensure br-int."""
+    def from_conf(cls, conf, ensure_bridge=True, wait=True):
+        """Connect to netlink and OVSDB as configured; ensure br-int.
+
+        Without ``wait`` an unreachable OVSDB is not an error: it is
+        tried again in the background (see OvsDataplane.start).
+        """
         # Imported here so the planner and tests of it need neither.
         from vifagent.dataplane import linux
         from vifagent.dataplane import ovs
@@ -76,7 +80,7 @@ class Engine:
                                   ssl_key_file=conf.ovs.ssl_key_file,
                                   ssl_cert_file=conf.ovs.ssl_cert_file,
                                   ssl_ca_cert_file=conf.ovs.ssl_ca_cert_file)
-        ovs_dp.start(ensure_bridge)
+        ovs_dp.start(ensure_bridge, wait=wait)
         return cls(linux.LinuxDataplane(conf.agent.privsep_timeout), ovs_dp,
                    conf.host)
 
