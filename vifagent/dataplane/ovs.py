@@ -274,10 +274,13 @@ class OvsDataplane:
 
     def __init__(self, connection_string, bridge, timeout=10,
                  datapath_type='system', ssl_key_file=None,
-                 ssl_cert_file=None, ssl_ca_cert_file=None):
+                 ssl_cert_file=None, ssl_ca_cert_file=None,
+                 timeout_per_port=0.1, max_ports=100):
         self.connection_string = connection_string
         self.bridge = bridge
         self.timeout = timeout
+        self.timeout_per_port = timeout_per_port
+        self.max_ports = max_ports
         self.datapath_type = datapath_type
         self.ssl_key_file = ssl_key_file
         self.ssl_cert_file = ssl_cert_file
@@ -471,15 +474,36 @@ class OvsDataplane:
         return None
 
     def apply(self, adds, updates, deletes):
-        """Commit port changes in one transaction; raise OvsdbError."""
+        """Commit port changes; return the transactions made.
+
+        At most ``max_ports`` changes go into one transaction, deletions
+        first; each may take ``timeout`` plus ``timeout_per_port`` for
+        each of its changes, since ovs-vswitchd's work grows with them. A
+        failed transaction raises OvsdbError and the rest are not tried:
+        the caller's next pass observes what was committed.
+        """
         if not (adds or updates or deletes):
-            return
+            return 0
         api = self._require()
-        cmd = _ApplyPorts(api, self.bridge, adds, updates, deletes)
-        try:
-            with api.transaction(check_error=True) as txn:
-                txn.add(cmd)
-        except exception.OvsdbError:
-            raise
-        except Exception as e:
-            raise exception.OvsdbError(reason=str(e))
+        changes = [('delete', name) for name in deletes] + \
+            [('add', spec) for spec in adds] + \
+            [('update', spec) for spec in updates]
+        count = 0
+        for start in range(0, len(changes), self.max_ports):
+            chunk = changes[start:start + self.max_ports]
+            cmd = _ApplyPorts(
+                api, self.bridge,
+                [spec for kind, spec in chunk if kind == 'add'],
+                [spec for kind, spec in chunk if kind == 'update'],
+                [name for kind, name in chunk if kind == 'delete'])
+            timeout = self.timeout + self.timeout_per_port * len(chunk)
+            try:
+                with api.transaction(check_error=True,
+                                     timeout=timeout) as txn:
+                    txn.add(cmd)
+            except exception.OvsdbError:
+                raise
+            except Exception as e:
+                raise exception.OvsdbError(reason=str(e))
+            count += 1
+        return count
