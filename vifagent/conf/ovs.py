@@ -47,7 +47,7 @@ ovs_opts = [
              'the keepalive probe interval of the OVSDB session (at least '
              '5 s): a server silent for twice that is disconnected.'),
     cfg.FloatOpt(
-        'ovsdb_timeout_per_port', default=0.1, min=0,
+        'ovsdb_timeout_per_port', default=0.2, min=0,
         help='Seconds added to ovsdb_timeout for each port a transaction '
              'adds, changes or removes: ovs-vswitchd takes time in '
              'proportion to them, so a big batch must not fail for being '

@@ -26,6 +26,7 @@ more reason there is one OVSDB connection per process (``_Api``).
 
 import os
 import threading
+import time
 
 from oslo_log import log as logging
 from ovs import stream as ovs_stream
@@ -134,6 +135,16 @@ class _ApplyPorts(command.BaseCommand):
         self.adds = adds
         self.updates = updates
         self.deletes = deletes
+
+    def __str__(self):
+        # ovsdbapp names the commands in its timeout errors and debug
+        # lines; listing every port would put a batch's whole contents
+        # into the reason of each of its ports (megabytes for a big one).
+        return '%s(bridge=%s, %d adds, %d updates, %d deletes)' % (
+            self.__class__.__name__, self.bridge, len(self.adds),
+            len(self.updates), len(self.deletes))
+
+    __repr__ = __str__
 
     def run_idl(self, txn):
         tables = self.api.tables
@@ -275,7 +286,7 @@ class OvsDataplane:
     def __init__(self, connection_string, bridge, timeout=10,
                  datapath_type='system', ssl_key_file=None,
                  ssl_cert_file=None, ssl_ca_cert_file=None,
-                 timeout_per_port=0.1, max_ports=100):
+                 timeout_per_port=0.2, max_ports=100):
         self.connection_string = connection_string
         self.bridge = bridge
         self.timeout = timeout
@@ -489,6 +500,7 @@ class OvsDataplane:
             [('add', spec) for spec in adds] + \
             [('update', spec) for spec in updates]
         count = 0
+        slowest = 0.0
         for start in range(0, len(changes), self.max_ports):
             chunk = changes[start:start + self.max_ports]
             cmd = _ApplyPorts(
@@ -497,6 +509,7 @@ class OvsDataplane:
                 [spec for kind, spec in chunk if kind == 'update'],
                 [name for kind, name in chunk if kind == 'delete'])
             timeout = self.timeout + self.timeout_per_port * len(chunk)
+            started = time.monotonic()
             try:
                 with api.transaction(check_error=True,
                                      timeout=timeout) as txn:
@@ -505,5 +518,15 @@ class OvsDataplane:
                 raise
             except Exception as e:
                 raise exception.OvsdbError(reason=str(e))
+            took = time.monotonic() - started
+            slowest = max(slowest, took)
+            # Half the allowance used: the timeouts may need raising.
+            (LOG.warning if took > timeout / 2 else LOG.debug)(
+                'OVSDB transaction of %d port changes took %.2f s (timeout '
+                '%.1f s)', len(chunk), took, timeout)
             count += 1
+        if count > 1:
+            LOG.info('%d port changes in %d OVSDB transactions of at most '
+                     '%d; the slowest took %.2f s', len(changes), count,
+                     self.max_ports, slowest)
         return count

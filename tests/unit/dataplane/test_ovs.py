@@ -129,3 +129,13 @@ class TestBoundedTransaction(base.BaseTestCase):
         self.assertEqual(ovs._LAST_WAIT, txn.time_remaining())
         txn.start_time = time.time()
         self.assertGreater(txn.time_remaining(), 2)
+
+
+class TestErrorsStaySmall(base.BaseTestCase):
+
+    def test_a_command_names_its_size_not_its_ports(self):
+        cmd = ovs._ApplyPorts(None, 'br-int', specs('a', 500), specs('u', 2),
+                              ['d'])
+        self.assertEqual('_ApplyPorts(bridge=br-int, 500 adds, 2 updates, '
+                         '1 deletes)', str(cmd))
+        self.assertEqual(str(cmd), repr([cmd])[1:-1])
