@@ -25,6 +25,7 @@ more reason there is one OVSDB connection per process (``_Api``).
 """
 
 import os
+import queue
 import threading
 import time
 
@@ -33,6 +34,7 @@ from ovs import stream as ovs_stream
 from ovsdbapp.backend.ovs_idl import command
 from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp import exceptions as ovsdbapp_exc
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from vifagent import binding
@@ -47,6 +49,9 @@ _ATTACH_RETRY = 2.0
 _MIN_PROBE = 5
 # The last wait of a transaction past its timeout (see _Transaction).
 _LAST_WAIT = 0.1
+# Seconds a caller waits for a transaction's result beyond the longest
+# the connection thread can take over it.
+_RESULT_GRACE = 5
 
 # Only what the agent reads or writes is replicated: the IDL then ignores
 # the statistics ovs-vswitchd rewrites every few seconds on every
@@ -121,6 +126,18 @@ def check_ssl_files(connection_string, key_file, cert_file, ca_cert_file):
     return key_file, cert_file, ca_cert_file
 
 
+def _reason(error):
+    """A failure's text; ovsdbapp raises some exceptions str() fails on.
+
+    idlutils.wait_for_change raises TimeoutException() without the
+    arguments its message needs, and that exception's str() then raises.
+    """
+    try:
+        return str(error)
+    except Exception:
+        return '%s: OVSDB transaction timed out' % type(error).__name__
+
+
 def _marked(port):
     ifaces = port.interfaces
     return bool(ifaces) and state.OWNER_KEY in ifaces[0].external_ids
@@ -191,7 +208,7 @@ class _ApplyPorts(command.BaseCommand):
 
 
 class _Transaction(impl_idl.OvsVsctlTransaction):
-    """ovsdbapp's transaction, with every wait bounded.
+    """ovsdbapp's transaction: every wait bounded, no false timeout.
 
     When a commit must be retried after the timeout has passed (the
     session to a stalled ovsdb-server was dropped), ovsdbapp waits for
@@ -200,10 +217,52 @@ class _Transaction(impl_idl.OvsVsctlTransaction):
     connection's lock every read takes, would then be held for as long
     as the server stalls. The remaining time never drops below
     ``_LAST_WAIT``, so the transaction fails instead.
+
+    A committed transaction is not a failed one. ovsdbapp's caller waits
+    for the result exactly as long as the connection thread waits for
+    ovs-vswitchd to take the new configuration, so a slow ovs-vswitchd
+    (a big batch, a busy host) turned a committed transaction into a
+    timeout error. Here the caller waits longer than the connection
+    thread can take (the commit is bounded by the session's probe), and
+    ovs-vswitchd still busy after the timeout is a warning: the engine
+    then verifies each port as ovs-vswitchd attaches it.
     """
 
     def time_remaining(self):
         return max(super().time_remaining(), _LAST_WAIT)
+
+    def commit(self):
+        self.ovsdb_connection.queue_txn(self)
+        # do_commit: at most two probe intervals for the commit (a silent
+        # server is dropped), then the timeout for ovs-vswitchd.
+        wait = self.timeout + 2 * max(self.ovsdb_connection.timeout,
+                                      _MIN_PROBE) + _RESULT_GRACE
+        try:
+            result = self.results.get(timeout=wait)
+        except queue.Empty as e:
+            raise ovsdbapp_exc.TimeoutException(
+                commands=self.commands, timeout=wait,
+                cause='no result from the OVSDB connection thread') from e
+        if isinstance(result, idlutils.ExceptionResult):
+            if self.log_errors:
+                LOG.error(result.tb)
+            if self.check_error:
+                raise result.ex
+        return result
+
+    def post_commit(self, txn):
+        for cmd in self.commands:
+            cmd.post_commit(txn)
+        try:
+            self.do_post_commit(txn)
+        except ovsdbapp_exc.TimeoutException:
+            LOG.warning('ovs-vswitchd has not taken the configuration of '
+                        '%s within %.1f s; its ports are verified as it '
+                        'attaches them', ', '.join(map(str, self.commands)),
+                        self.timeout)
+        except Exception:
+            LOG.exception('ovs-vswitchd failed part of %s',
+                          ', '.join(map(str, self.commands)))
 
 
 class _Api(impl_idl.OvsdbIdl):
@@ -408,7 +467,8 @@ class OvsDataplane:
                            check_error=True)
         except Exception as e:
             raise exception.OvsdbError(
-                reason='cannot create bridge %s: %s' % (self.bridge, e))
+                reason='cannot create bridge %s: %s' % (
+                    self.bridge, _reason(e)))
         return True
 
     def bridge_external_ids(self):
@@ -427,7 +487,8 @@ class OvsDataplane:
                        ('external_ids', values)).execute(check_error=True)
         except Exception as e:
             raise exception.OvsdbError(
-                reason='cannot mark bridge %s: %s' % (self.bridge, e))
+                reason='cannot mark bridge %s: %s' % (
+                    self.bridge, _reason(e)))
 
     def tags_in_use(self):
         """The VLAN tags of the ports on the integration bridge now."""
@@ -517,7 +578,7 @@ class OvsDataplane:
             except exception.OvsdbError:
                 raise
             except Exception as e:
-                raise exception.OvsdbError(reason=str(e))
+                raise exception.OvsdbError(reason=_reason(e))
             took = time.monotonic() - started
             slowest = max(slowest, took)
             # Half the allowance used: the timeouts may need raising.

@@ -186,6 +186,10 @@ class TestStalledTransaction(OvsTestCase):
         # Answered while Open vSwitch still stalls: a timeout, not a hang.
         self.assertNotIsInstance(reply, Exception)
         self.assertNotEqual('ACTIVE', reply['status'])
+        if which == 'switch':
+            # Committed, not attached: the truth, not a false timeout.
+            self.assertIn('ovs-vswitchd did not attach', reply['reason'])
+            self.assertEqual(1, self.ovs.ports(self.agent.bridge)[qvo]['n'])
         resumed = time.monotonic()
         self.ovs.resume(which)
         expected = None

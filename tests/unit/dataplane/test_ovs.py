@@ -139,3 +139,10 @@ class TestErrorsStaySmall(base.BaseTestCase):
         self.assertEqual('_ApplyPorts(bridge=br-int, 500 adds, 2 updates, '
                          '1 deletes)', str(cmd))
         self.assertEqual(str(cmd), repr([cmd])[1:-1])
+
+    def test_a_timeout_without_its_arguments_still_has_a_reason(self):
+        from ovsdbapp import exceptions as ovsdbapp_exc
+        error = ovsdbapp_exc.TimeoutException()
+        self.assertEqual('TimeoutException: OVSDB transaction timed out',
+                         ovs._reason(error))
+        self.assertEqual('boom', ovs._reason(RuntimeError('boom')))
