@@ -36,6 +36,8 @@ import threading
 import time
 import uuid
 
+import fixtures
+
 from tests.functional import base
 from tests.functional.cmd import test_broker_outage as outage
 from tests.functional.cmd import test_ovs_outage as ovs_outage
@@ -64,15 +66,14 @@ def percentile(values, fraction):
 
 class TestBigSync(ovs_outage.OvsTestCase):
 
+    sections = {'ovs': {'ovsdb_timeout': 1},
+                'agent': {'report_interval': REPORT_INTERVAL}}
+
     def setUp(self):
-        outage.AgentTestCase.setUp(self)
-        self.useFixture(outage.fixtures.Timeout(
+        super().setUp()
+        # Replaces the shorter bound of AgentTestCase (one alarm).
+        self.useFixture(fixtures.Timeout(
             outage.TEST_TIMEOUT + PORTS // 2, gentle=True))
-        self.ovs = self.useFixture(ovs_outage.ovs_fixture.PrivateOvs())
-        self.start_agent(netns=self.ovs.netns, sections={
-            'ovs': {'ovsdb_connection': self.ovs.connection,
-                    'ovsdb_timeout': 1},
-            'agent': {'report_interval': REPORT_INTERVAL}})
 
     def bindings(self, count):
         networks = [str(uuid.uuid4()) for _ in range(NETWORKS)]

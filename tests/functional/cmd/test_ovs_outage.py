@@ -23,6 +23,7 @@ other_config and the Interface's external_ids, exactly one Port row per
 port, and an ofport for each. Recovery times are printed.
 """
 
+import copy
 import json
 import queue
 import threading
@@ -65,12 +66,16 @@ def comparable(ports):
 class OvsTestCase(outage.AgentTestCase):
     """An agent on an Open vSwitch of the test's own, with bound ports."""
 
+    #: The agent's options (the OVSDB connection is added).
+    sections = {'ovs': {'ovsdb_timeout': OVSDB_TIMEOUT}}
+
     def setUp(self):
         super().setUp()
         self.ovs = self.useFixture(ovs_fixture.PrivateOvs())
-        self.start_agent(netns=self.ovs.netns, sections={'ovs': {
-            'ovsdb_connection': self.ovs.connection,
-            'ovsdb_timeout': OVSDB_TIMEOUT}})
+        sections = copy.deepcopy(self.sections)
+        sections.setdefault('ovs', {})['ovsdb_connection'] = \
+            self.ovs.connection
+        self.start_agent(netns=self.ovs.netns, sections=sections)
 
     def bind_ports(self, count=PORTS):
         bound = [self.bind() for _ in range(count)]
