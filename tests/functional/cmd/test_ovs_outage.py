@@ -183,9 +183,11 @@ class TestStalledTransaction(OvsTestCase):
                 replies.put(self.client.bind_port(data))
             except Exception as e:
                 replies.put(e)
+        paused = time.monotonic()
         threading.Thread(target=bind, daemon=True).start()
         reply = replies.get(timeout=OVSDB_TIMEOUT * 4 + 30)
-        self.note('bind with %s paused: %s', which,
+        self.note('bind with %s paused answered in %.2f s: %s', which,
+                  time.monotonic() - paused,
                   reply if isinstance(reply, Exception) else
                   '%s (%s)' % (reply['status'], reply['reason']))
         # Answered while Open vSwitch still stalls: a timeout, not a hang.
