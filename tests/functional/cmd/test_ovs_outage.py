@@ -35,6 +35,7 @@ from tests.functional.cmd import test_broker_outage as outage
 from tests.functional import netns
 from tests.functional import ovs_fixture
 from vifagent import binding as binding_mod
+from vifagent.rpc import client as client_mod
 
 #: Seconds an OVSDB transaction may take in these agents: short, so a
 #: stalled ovs-vswitchd costs the test little.
@@ -43,6 +44,8 @@ OVSDB_TIMEOUT = 3
 PORTS = 3
 #: The agent has everything back within this after Open vSwitch is.
 RECOVER_WITHIN = 60
+#: Seconds a call from the test may take.
+CALL_TIMEOUT = 120
 
 
 def health(url, namespace):
@@ -76,6 +79,11 @@ class OvsTestCase(outage.AgentTestCase):
         sections.setdefault('ovs', {})['ovsdb_connection'] = \
             self.ovs.connection
         self.start_agent(netns=self.ovs.netns, sections=sections)
+        # The first bind starts the privileged daemon, which takes tens of
+        # seconds on a busy 2-core host: more than the fixture's 30 s.
+        self.client = client_mod.AgentClient(
+            self.agent.transport, self.agent.host, topic=self.agent.topic,
+            timeout=CALL_TIMEOUT)
 
     def bind_ports(self, count=PORTS):
         bound = [self.bind() for _ in range(count)]
