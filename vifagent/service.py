@@ -69,8 +69,10 @@ class Agent:
         self.store = store_mod.Store(conf.agent.state_path,
                                      conf.agent.default_mtu)
         # The integration bridge is the full pass's job: a slow or absent
-        # OVSDB then fails a pass, which is retried, not the whole start.
-        self.engine = apply.Engine.from_conf(conf, ensure_bridge=False)
+        # OVSDB then fails a pass, which is retried, not the whole start;
+        # an OVSDB away at start is connected to once it answers.
+        self.engine = apply.Engine.from_conf(conf, ensure_bridge=False,
+                                             wait=False)
         self.reconciler = reconciler_mod.Reconciler(
             self.store, self.engine, conf.host,
             resync_interval=conf.agent.resync_interval,

@@ -91,7 +91,8 @@ class AgentFixture(fixtures.Fixture):
     """Writes a config, starts vifagent-agent, waits until it answers."""
 
     def __init__(self, report_interval=30, sections=None, libvirt=False,
-                 broker_proxy=False, transport_url=None, faults=None,
+                 broker_proxy=False, transport_url=None, netns=None,
+                 faults=None,
                  **agent_options):
         # libvirt connects the agent to libvirtd. Off, tests of the chain
         # alone need no libvirtd and are not disturbed by its restarts.
@@ -100,6 +101,9 @@ class AgentFixture(fixtures.Fixture):
         self.libvirt = libvirt
         self.use_broker_proxy = broker_proxy
         self.transport_url = transport_url
+        # Run the agent in this network namespace (a PrivateOvs's); it
+        # then reaches the broker through a relay listening in there.
+        self.netns = netns
         self.agent_options = agent_options
         self.sections = sections or {}
         self.faults = faults
@@ -119,8 +123,9 @@ class AgentFixture(fixtures.Fixture):
         self._log_start = 0
         self.broker_proxy = None
         agent_url = url
-        if self.use_broker_proxy:
-            self.broker_proxy = proxy_mod.SocketProxy(broker_address(url))
+        if self.use_broker_proxy or self.netns:
+            self.broker_proxy = proxy_mod.SocketProxy(broker_address(url),
+                                                      netns=self.netns)
             self.addCleanup(self.broker_proxy.cut)
             agent_url = via_port(url, self.broker_proxy.port)
         # Tests stand in for VMs with network namespaces: netns ports on,
@@ -194,8 +199,11 @@ class AgentFixture(fixtures.Fixture):
             os.mkdir(once)
             env.update(VIFAGENT_FAULTS=faults, VIFAGENT_FAULTS_ONCE=once)
         with open(os.path.join(self.dir, 'agent.stderr'), 'ab') as err:
+            prefix = ['ip', 'netns', 'exec', self.netns] if self.netns \
+                else []
             self.proc = subprocess.Popen(
-                [script('vifagent-agent'), '--config-file', self.config],
+                prefix + [script('vifagent-agent'), '--config-file',
+                          self.config],
                 stdout=subprocess.DEVNULL, stderr=err, env=env)
         if wait:
             self.wait_ready(timeout)

@@ -17,9 +17,12 @@ libvirtd, RabbitMQ) takes that service away from this agent only, never
 from other tests on the host.
 """
 
+import contextlib
 import os
 import socket
 import threading
+
+from tests.functional import netns as netns_mod
 
 
 class SocketProxy:
@@ -30,10 +33,15 @@ class SocketProxy:
     ``restore()`` listens again at the same address. ``hold()`` stalls
     every relayed connection without closing it (a peer that went
     silent); ``release()`` delivers what was held and relays again.
+
+    With ``netns`` the TCP listener is on that network namespace's
+    loopback, while the relay reaches ``target`` from the host's: a
+    process in the namespace then reaches a host service through it.
     """
 
-    def __init__(self, target, path=None):
+    def __init__(self, target, path=None, netns=None):
         self.target = target
+        self.netns = netns
         self.unix = isinstance(target, str)
         self.path = path
         self.port = None
@@ -49,7 +57,9 @@ class SocketProxy:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(self.path)
         else:
-            listener = socket.socket()
+            with (netns_mod.inside(self.netns) if self.netns
+                  else contextlib.nullcontext()):
+                listener = socket.socket()
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(('127.0.0.1', self.port or 0))
             self.port = listener.getsockname()[1]

@@ -120,6 +120,7 @@ class FakeOvs:
         self.host.commit(plan_mod.Plan(ovs_adds=list(adds),
                                        ovs_updates=list(updates),
                                        ovs_deletes=list(deletes)))
+        return 1
 
     def bridge_external_ids(self):
         return dict(self.external_ids)

@@ -42,7 +42,21 @@ ovs_opts = [
     cfg.IntOpt(
         'ovsdb_timeout', default=10, min=1,
         help='Seconds an OVSDB transaction (including ovs-vswitchd '
-             'taking the new configuration) may take before it fails.'),
+             'taking the new configuration) may take before it fails, '
+             'plus ovsdb_timeout_per_port for each port it changes. Also '
+             'the keepalive probe interval of the OVSDB session (at least '
+             '5 s): a server silent for twice that is disconnected.'),
+    cfg.FloatOpt(
+        'ovsdb_timeout_per_port', default=0.2, min=0,
+        help='Seconds added to ovsdb_timeout for each port a transaction '
+             'adds, changes or removes: ovs-vswitchd takes time in '
+             'proportion to them, so a big batch must not fail for being '
+             'big.'),
+    cfg.IntOpt(
+        'max_ports_per_transaction', default=100, min=1,
+        help='Most ports one OVSDB transaction adds, changes or removes; '
+             'a bigger batch is split into transactions of this size, '
+             'each waiting for ovs-vswitchd in its turn.'),
     cfg.StrOpt(
         'integration_bridge', default='br-int',
         help='The OVS bridge qvo ports are attached to. Created at start '

@@ -25,13 +25,16 @@ more reason there is one OVSDB connection per process (``_Api``).
 """
 
 import os
+import queue
 import threading
+import time
 
 from oslo_log import log as logging
 from ovs import stream as ovs_stream
 from ovsdbapp.backend.ovs_idl import command
 from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp import exceptions as ovsdbapp_exc
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from vifagent import binding
@@ -39,6 +42,16 @@ from vifagent import exception
 from vifagent import state
 
 LOG = logging.getLogger(__name__)
+
+# Seconds between attempts to reach an OVSDB that was away at start.
+_ATTACH_RETRY = 2.0
+# Shortest OVSDB keepalive probe interval, seconds.
+_MIN_PROBE = 5
+# The last wait of a transaction past its timeout (see _Transaction).
+_LAST_WAIT = 0.1
+# Seconds a caller waits for a transaction's result beyond the longest
+# the connection thread can take over it.
+_RESULT_GRACE = 5
 
 # Only what the agent reads or writes is replicated: the IDL then ignores
 # the statistics ovs-vswitchd rewrites every few seconds on every
@@ -113,6 +126,18 @@ def check_ssl_files(connection_string, key_file, cert_file, ca_cert_file):
     return key_file, cert_file, ca_cert_file
 
 
+def _reason(error):
+    """A failure's text; ovsdbapp raises some exceptions str() fails on.
+
+    idlutils.wait_for_change raises TimeoutException() without the
+    arguments its message needs, and that exception's str() then raises.
+    """
+    try:
+        return str(error)
+    except Exception:
+        return '%s: OVSDB transaction timed out' % type(error).__name__
+
+
 def _marked(port):
     ifaces = port.interfaces
     return bool(ifaces) and state.OWNER_KEY in ifaces[0].external_ids
@@ -127,6 +152,16 @@ class _ApplyPorts(command.BaseCommand):
         self.adds = adds
         self.updates = updates
         self.deletes = deletes
+
+    def __str__(self):
+        # ovsdbapp names the commands in its timeout errors and debug
+        # lines; listing every port would put a batch's whole contents
+        # into the reason of each of its ports (megabytes for a big one).
+        return '%s(bridge=%s, %d adds, %d updates, %d deletes)' % (
+            self.__class__.__name__, self.bridge, len(self.adds),
+            len(self.updates), len(self.deletes))
+
+    __repr__ = __str__
 
     def run_idl(self, txn):
         tables = self.api.tables
@@ -172,6 +207,64 @@ class _ApplyPorts(command.BaseCommand):
                     iface.setkey('external_ids', key, value)
 
 
+class _Transaction(impl_idl.OvsVsctlTransaction):
+    """ovsdbapp's transaction: every wait bounded, no false timeout.
+
+    When a commit must be retried after the timeout has passed (the
+    session to a stalled ovsdb-server was dropped), ovsdbapp waits for
+    the reconnection with the time remaining as its timeout, and takes
+    zero or less as no timeout at all: the transaction, and the
+    connection's lock every read takes, would then be held for as long
+    as the server stalls. The remaining time never drops below
+    ``_LAST_WAIT``, so the transaction fails instead.
+
+    A committed transaction is not a failed one. ovsdbapp's caller waits
+    for the result exactly as long as the connection thread waits for
+    ovs-vswitchd to take the new configuration, so a slow ovs-vswitchd
+    (a big batch, a busy host) turned a committed transaction into a
+    timeout error. Here the caller waits longer than the connection
+    thread can take (the commit is bounded by the session's probe), and
+    ovs-vswitchd still busy after the timeout is a warning: the engine
+    then verifies each port as ovs-vswitchd attaches it.
+    """
+
+    def time_remaining(self):
+        return max(super().time_remaining(), _LAST_WAIT)
+
+    def commit(self):
+        self.ovsdb_connection.queue_txn(self)
+        # do_commit: at most two probe intervals for the commit (a silent
+        # server is dropped), then the timeout for ovs-vswitchd.
+        wait = self.timeout + 2 * max(self.ovsdb_connection.timeout,
+                                      _MIN_PROBE) + _RESULT_GRACE
+        try:
+            result = self.results.get(timeout=wait)
+        except queue.Empty as e:
+            raise ovsdbapp_exc.TimeoutException(
+                commands=self.commands, timeout=wait,
+                cause='no result from the OVSDB connection thread') from e
+        if isinstance(result, idlutils.ExceptionResult):
+            if self.log_errors:
+                LOG.error(result.tb)
+            if self.check_error:
+                raise result.ex
+        return result
+
+    def post_commit(self, txn):
+        for cmd in self.commands:
+            cmd.post_commit(txn)
+        try:
+            self.do_post_commit(txn)
+        except ovsdbapp_exc.TimeoutException:
+            LOG.warning('ovs-vswitchd has not taken the configuration of '
+                        '%s within %.1f s; its ports are verified as it '
+                        'attaches them', ', '.join(map(str, self.commands)),
+                        self.timeout)
+        except Exception:
+            LOG.exception('ovs-vswitchd failed part of %s',
+                          ', '.join(map(str, self.commands)))
+
+
 class _Api(impl_idl.OvsdbIdl):
     """The ovsdbapp API with a connection private to vifagent.
 
@@ -187,6 +280,12 @@ class _Api(impl_idl.OvsdbIdl):
     _ssl = None
     _users = 0
     _guard = threading.Lock()
+
+    def create_transaction(self, check_error=False, log_errors=True,
+                           timeout=None, **kwargs):
+        """A bounded transaction; ``timeout`` in seconds (default: all)."""
+        return _Transaction(self, self.ovsdb_connection, timeout=timeout,
+                            check_error=check_error, log_errors=log_errors)
 
     @classmethod
     def attach(cls, remote, timeout, ssl_files=None):
@@ -215,6 +314,14 @@ class _Api(impl_idl.OvsdbIdl):
                 for table, columns in _COLUMNS.items():
                     helper.register_columns(table, columns)
                 idl = _Idl(remote, helper)
+                # python-ovs never probes a unix: session: an ovsdb-server
+                # that stalls (stopped, or wedged) would then hold a
+                # transaction, and with it the connection's lock that
+                # every read takes, for as long as it stalls. Probed, a
+                # silent server is dropped after twice this interval and
+                # the transaction fails instead.
+                idl._session.reconnect.set_probe_interval(
+                    max(timeout, _MIN_PROBE) * 1000)
                 conn = connection.Connection(idl, timeout=timeout)
                 cls._remote = remote
                 cls._ssl = ssl_files
@@ -237,22 +344,31 @@ class OvsDataplane:
 
     def __init__(self, connection_string, bridge, timeout=10,
                  datapath_type='system', ssl_key_file=None,
-                 ssl_cert_file=None, ssl_ca_cert_file=None):
+                 ssl_cert_file=None, ssl_ca_cert_file=None,
+                 timeout_per_port=0.2, max_ports=100):
         self.connection_string = connection_string
         self.bridge = bridge
         self.timeout = timeout
+        self.timeout_per_port = timeout_per_port
+        self.max_ports = max_ports
         self.datapath_type = datapath_type
         self.ssl_key_file = ssl_key_file
         self.ssl_cert_file = ssl_cert_file
         self.ssl_ca_cert_file = ssl_ca_cert_file
         self.api = None
         self._conn = None
+        self._stopping = threading.Event()
+        self._attacher = None
 
-    def start(self, ensure_bridge=True):
+    def start(self, ensure_bridge=True, wait=True):
         """Connect (or join the process's connection); ensure the bridge.
 
         An ``ssl:`` connection without its three TLS files is refused here,
         before any connection attempt, with an OvsdbError naming them.
+        Without ``wait`` an OVSDB that cannot be reached now is tried again
+        in the background: until it answers, connected() is False and
+        every read or write raises OvsdbError. The agent starts this way,
+        so it serves reads and health while Open vSwitch is away.
         """
         ssl_files = check_ssl_files(
             self.connection_string, self.ssl_key_file, self.ssl_cert_file,
@@ -262,13 +378,52 @@ class OvsDataplane:
             LOG.warning('OVSDB connection %s is neither encrypted nor '
                         'authenticated; use unix: or ssl:',
                         self.connection_string)
-        self.api = _Api.attach(self.connection_string, self.timeout,
-                               ssl_files)
-        self._conn = self.api.ovsdb_connection
-        if ensure_bridge:
-            self.ensure_bridge()
+        if wait:
+            self._attach(ssl_files)
+            if ensure_bridge:
+                self.ensure_bridge()
+            return
+        try:
+            self._attach(ssl_files)
+        except Exception as e:
+            LOG.warning('OVSDB %s cannot be reached (%s); trying again '
+                        'every %.0f s', self.connection_string, e,
+                        _ATTACH_RETRY)
+            self._attacher = threading.Thread(
+                target=self._attach_later, args=(ssl_files,),
+                name='ovsdb-attach', daemon=True)
+            self._attacher.start()
+
+    def _attach(self, ssl_files):
+        api = _Api.attach(self.connection_string, self.timeout, ssl_files)
+        self._conn = api.ovsdb_connection
+        self.api = api
+
+    def _attach_later(self, ssl_files):
+        """Try to connect until it works or the dataplane stops."""
+        while not self._stopping.wait(_ATTACH_RETRY):
+            try:
+                self._attach(ssl_files)
+            except Exception as e:
+                LOG.debug('OVSDB still unreachable: %s', e)
+                continue
+            LOG.info('Connected to OVSDB %s', self.connection_string)
+            return
+
+    def _require(self):
+        """The API, or OvsdbError while OVSDB was never reached."""
+        api = self.api
+        if api is None:
+            raise exception.OvsdbError(
+                reason='not connected to OVSDB %s yet' %
+                self.connection_string)
+        return api
 
     def stop(self):
+        self._stopping.set()
+        if self._attacher is not None:
+            self._attacher.join()
+            self._attacher = None
         if self.api is not None:
             _Api.detach()
             self.api = self._conn = None
@@ -290,12 +445,14 @@ class OvsDataplane:
         transaction, and a health check must answer during a plug. The
         answer is one boolean of the session, safe to read as it changes.
         """
-        return self._conn.idl._session.is_connected()
+        conn = self._conn
+        return conn is not None and conn.idl._session.is_connected()
 
     def bridge_exists(self):
+        api = self._require()
         with self._conn.lock:
             return any(b.name == self.bridge for b in
-                       self.api.tables['Bridge'].rows.values())
+                       api.tables['Bridge'].rows.values())
 
     def ensure_bridge(self):
         """Create the integration bridge if it is missing; never change it."""
@@ -303,36 +460,41 @@ class OvsDataplane:
             return False
         LOG.info('Creating integration bridge %s (datapath %s)',
                  self.bridge, self.datapath_type)
+        api = self._require()
         try:
-            self.api.add_br(self.bridge, may_exist=True,
-                            datapath_type=self.datapath_type).execute(
-                                check_error=True)
+            api.add_br(self.bridge, may_exist=True,
+                       datapath_type=self.datapath_type).execute(
+                           check_error=True)
         except Exception as e:
             raise exception.OvsdbError(
-                reason='cannot create bridge %s: %s' % (self.bridge, e))
+                reason='cannot create bridge %s: %s' % (
+                    self.bridge, _reason(e)))
         return True
 
     def bridge_external_ids(self):
         """The integration bridge's external_ids ({} while it is absent)."""
+        api = self._require()
         with self._conn.lock:
-            bridge = idlutils.row_by_value(self.api.idl, 'Bridge', 'name',
+            bridge = idlutils.row_by_value(api.idl, 'Bridge', 'name',
                                            self.bridge, None)
             return dict(bridge.external_ids) if bridge else {}
 
     def set_bridge_external_ids(self, values):
         """Set keys of the integration bridge's external_ids."""
+        api = self._require()
         try:
-            self.api.db_set('Bridge', self.bridge,
-                            ('external_ids', values)).execute(
-                                check_error=True)
+            api.db_set('Bridge', self.bridge,
+                       ('external_ids', values)).execute(check_error=True)
         except Exception as e:
             raise exception.OvsdbError(
-                reason='cannot mark bridge %s: %s' % (self.bridge, e))
+                reason='cannot mark bridge %s: %s' % (
+                    self.bridge, _reason(e)))
 
     def tags_in_use(self):
         """The VLAN tags of the ports on the integration bridge now."""
+        api = self._require()
         with self._conn.lock:
-            bridge = idlutils.row_by_value(self.api.idl, 'Bridge', 'name',
+            bridge = idlutils.row_by_value(api.idl, 'Bridge', 'name',
                                            self.bridge, None)
             ports = list(bridge.ports) if bridge else []
             return {tag for tag in (_optional(p.tag) for p in ports)
@@ -345,8 +507,9 @@ class OvsDataplane:
         otherwise every port named like a qvo or carrying the owner marker.
         """
         result = {}
+        api = self._require()
         with self._conn.lock:
-            idl = self.api.idl
+            idl = api.idl
             if names is None:
                 rows = [p for p in idl.tables['Port'].rows.values()
                         if p.name.startswith(binding.OVS_VETH_PREFIX) or
@@ -383,14 +546,48 @@ class OvsDataplane:
         return None
 
     def apply(self, adds, updates, deletes):
-        """Commit port changes in one transaction; raise OvsdbError."""
+        """Commit port changes; return the transactions made.
+
+        At most ``max_ports`` changes go into one transaction, deletions
+        first; each may take ``timeout`` plus ``timeout_per_port`` for
+        each of its changes, since ovs-vswitchd's work grows with them. A
+        failed transaction raises OvsdbError and the rest are not tried:
+        the caller's next pass observes what was committed.
+        """
         if not (adds or updates or deletes):
-            return
-        cmd = _ApplyPorts(self.api, self.bridge, adds, updates, deletes)
-        try:
-            with self.api.transaction(check_error=True) as txn:
-                txn.add(cmd)
-        except exception.OvsdbError:
-            raise
-        except Exception as e:
-            raise exception.OvsdbError(reason=str(e))
+            return 0
+        api = self._require()
+        changes = [('delete', name) for name in deletes] + \
+            [('add', spec) for spec in adds] + \
+            [('update', spec) for spec in updates]
+        count = 0
+        slowest = 0.0
+        for start in range(0, len(changes), self.max_ports):
+            chunk = changes[start:start + self.max_ports]
+            cmd = _ApplyPorts(
+                api, self.bridge,
+                [spec for kind, spec in chunk if kind == 'add'],
+                [spec for kind, spec in chunk if kind == 'update'],
+                [name for kind, name in chunk if kind == 'delete'])
+            timeout = self.timeout + self.timeout_per_port * len(chunk)
+            started = time.monotonic()
+            try:
+                with api.transaction(check_error=True,
+                                     timeout=timeout) as txn:
+                    txn.add(cmd)
+            except exception.OvsdbError:
+                raise
+            except Exception as e:
+                raise exception.OvsdbError(reason=_reason(e))
+            took = time.monotonic() - started
+            slowest = max(slowest, took)
+            # Half the allowance used: the timeouts may need raising.
+            (LOG.warning if took > timeout / 2 else LOG.debug)(
+                'OVSDB transaction of %d port changes took %.2f s (timeout '
+                '%.1f s)', len(chunk), took, timeout)
+            count += 1
+        if count > 1:
+            LOG.info('%d port changes in %d OVSDB transactions of at most '
+                     '%d; the slowest took %.2f s', len(changes), count,
+                     self.max_ports, slowest)
+        return count

@@ -64,19 +64,27 @@ class Engine:
         self.counters = Counters()
 
     @classmethod
-    def from_conf(cls, conf, ensure_bridge=True):
-        """Connect to netlink and OVSDB as configured; ensure br-int."""
+    def from_conf(cls, conf, ensure_bridge=True, wait=True):
+        """Connect to netlink and OVSDB as configured; ensure br-int.
+
+        Without ``wait`` an unreachable OVSDB is not an error: it is
+        tried again in the background (see OvsDataplane.start).
+        """
         # Imported here so the planner and tests of it need neither.
         from vifagent.dataplane import linux
         from vifagent.dataplane import ovs
         ovs_dp = ovs.OvsDataplane(conf.ovs.ovsdb_connection,
                                   conf.ovs.integration_bridge,
                                   timeout=conf.ovs.ovsdb_timeout,
+                                  timeout_per_port=(
+                                      conf.ovs.ovsdb_timeout_per_port),
+                                  max_ports=(
+                                      conf.ovs.max_ports_per_transaction),
                                   datapath_type=conf.ovs.datapath_type,
                                   ssl_key_file=conf.ovs.ssl_key_file,
                                   ssl_cert_file=conf.ovs.ssl_cert_file,
                                   ssl_ca_cert_file=conf.ovs.ssl_ca_cert_file)
-        ovs_dp.start(ensure_bridge)
+        ovs_dp.start(ensure_bridge, wait=wait)
         return cls(linux.LinuxDataplane(conf.agent.privsep_timeout), ovs_dp,
                    conf.host)
 
@@ -188,12 +196,12 @@ class Engine:
             if readds:
                 # Deleted and added again in one transaction, a port would
                 # look unchanged to ovs-vswitchd: remove it first.
-                self.ovs.apply([], [], sorted(readds))
-                self.counters.ovsdb_transactions += 1
+                self.counters.ovsdb_transactions += self.ovs.apply(
+                    [], [], sorted(readds))
                 faults.point('ovs.readd_removed')
                 deletes = [name for name in deletes if name not in readds]
-            self.ovs.apply(adds, updates, deletes)
-            self.counters.ovsdb_transactions += 1
+            self.counters.ovsdb_transactions += self.ovs.apply(
+                adds, updates, deletes)
         except exception.OvsdbError as e:
             LOG.error('OVSDB transaction failed: %s', e)
             for spec in adds + updates:
@@ -265,8 +273,8 @@ class Engine:
         # fresh observation of what is left.
         if plan.ovs_deletes:
             try:
-                self.ovs.apply([], [], plan.ovs_deletes)
-                self.counters.ovsdb_transactions += 1
+                self.counters.ovsdb_transactions += self.ovs.apply(
+                    [], [], plan.ovs_deletes)
             except exception.OvsdbError as e:
                 LOG.error('Could not remove OVS ports: %s', e)
             faults.point('unplug.ovs_removed')
