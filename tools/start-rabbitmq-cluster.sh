@@ -27,6 +27,8 @@ TIMEOUT=${RABBITMQ_START_TIMEOUT:-90}
 # The node's own scripts: Debian's wrappers on PATH run the node as the
 # rabbitmq user, with that user's cookie and no access to our files.
 BIN=/usr/lib/rabbitmq/bin
+# Erlang distribution on loopback only.
+ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -61,7 +63,7 @@ node_env() {
         RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
         RABBITMQ_NODE_PORT=$((PORT + i - 1)) \
         RABBITMQ_DIST_PORT=$((DIST_PORT + i - 1)) \
-        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$ERL_ARGS" \
         RABBITMQ_CONFIG_FILE="$d/rabbitmq.conf" \
         RABBITMQ_ADVANCED_CONFIG_FILE="$d/advanced.config" \
         RABBITMQ_CONF_ENV_FILE="$d/rabbitmq-env.conf" \
@@ -147,8 +149,9 @@ for i in "${fresh[@]}"; do
     ctl "$i" -q start_app >/dev/null
 done
 
-members=$(ctl 1 -q cluster_status --formatter json |
-              grep -o "\"running_nodes\":\[[^]]*\]" | grep -o '@' | wc -l)
+status=$(ctl 1 -q cluster_status --formatter json)
+members=$(echo "$status" | grep -o '"running_nodes":\[[^]]*\]' |
+    grep -o '@' | wc -l)
 if [ "$members" -ne "$NODES" ]; then
     echo "only $members of $NODES nodes are running in the cluster" >&2
     ctl 1 cluster_status >&2 || true
