@@ -91,7 +91,8 @@ class AgentFixture(fixtures.Fixture):
     """Writes a config, starts vifagent-agent, waits until it answers."""
 
     def __init__(self, report_interval=30, sections=None, libvirt=False,
-                 broker_proxy=False, transport_url=None, **agent_options):
+                 broker_proxy=False, transport_url=None, new_session=False,
+                 **agent_options):
         # libvirt connects the agent to libvirtd. Off, tests of the chain
         # alone need no libvirtd and are not disturbed by its restarts.
         super().__init__()
@@ -99,6 +100,10 @@ class AgentFixture(fixtures.Fixture):
         self.libvirt = libvirt
         self.use_broker_proxy = broker_proxy
         self.transport_url = transport_url
+        # Each start in a process group of its own, as systemd starts a
+        # service: oslo.messaging's queue manager then names the fanout
+        # queue the same at every start.
+        self.new_session = new_session
         self.agent_options = agent_options
         self.sections = sections or {}
 
@@ -194,7 +199,8 @@ class AgentFixture(fixtures.Fixture):
         with open(os.path.join(self.dir, 'agent.stderr'), 'ab') as err:
             self.proc = subprocess.Popen(
                 [script('vifagent-agent'), '--config-file', self.config],
-                stdout=subprocess.DEVNULL, stderr=err, env=env)
+                stdout=subprocess.DEVNULL, stderr=err, env=env,
+                start_new_session=self.new_session)
         if wait:
             self.wait_ready(timeout)
 

@@ -33,6 +33,7 @@ __all__ = [
     'ALLOWED_EXMODS',
     'get_transport',
     'set_agent_defaults',
+    'set_defaults',
 ]
 
 API_VERSION = '1.0'
@@ -50,22 +51,47 @@ RECONNECT_SPLAY = 2.0
 PROCESS_NAME = 'vifagent-agent'
 
 
-def broker_count(conf):
-    """How many brokers ``[DEFAULT] transport_url`` names (0: none)."""
-    if not conf.transport_url:
+def broker_count(conf, url=None):
+    """How many brokers the transport URL names (0: none)."""
+    url = url or conf.transport_url
+    if not url:
         return 0
-    return len(messaging.TransportURL.parse(conf, conf.transport_url).hosts)
+    return len(messaging.TransportURL.parse(conf, url).hosts)
+
+
+def _register(conf):
+    """Register oslo.messaging's options; the rabbit driver's names."""
+    names = set()
+    for group, opts in messaging_opts.list_opts():
+        if group in (None, _RABBIT):   # transport_url; the driver's
+            conf.register_opts(opts, group=group)
+        if group == _RABBIT:
+            names.update(opt.dest for opt in opts)
+    return names
+
+
+def set_defaults(conf, url=None):
+    """Defaults every side (agent, controller, vifagent-ctl) shares.
+
+    ``rabbit_quorum_queue``: on a cluster (a transport URL naming several
+    brokers) the topic queues are quorum queues, replicated by RabbitMQ,
+    so calls queued for an agent survive the loss of a node; on a single
+    broker, classic queues. Quorum queues need durable exchanges and
+    RabbitMQ refuses to redeclare an exchange with another durability, so
+    agents and controllers must agree: the default depends on the URL
+    only, and a config file that sets it must set it on every side.
+    """
+    _register(conf)
+    conf.set_default('rabbit_quorum_queue', broker_count(conf, url) > 1,
+                     group=_RABBIT)
 
 
 def set_agent_defaults(conf):
     """Broker-friendly defaults for the agent; a config file overrides them.
 
-    Each agent multiplies what it asks of the broker by the fleet, so:
+    Each agent multiplies what it asks of the broker by the fleet, so, on
+    top of ``set_defaults``:
 
-    * ``rabbit_quorum_queue``: on a cluster (a transport_url naming
-      several brokers) the topic queues are quorum queues, replicated by
-      RabbitMQ, so calls queued for an agent survive the loss of a node;
-      on a single broker, classic queues;
     * ``use_queue_manager``: the fanout queue keeps its name across
       restarts (``<topic>_fanout_<host>:vifagent-agent:1``), reused, not
       deleted and declared anew, and network updates cast meanwhile wait
@@ -80,14 +106,9 @@ def set_agent_defaults(conf):
 
     Call it before ``get_transport``.
     """
-    names = set()
-    for group, opts in messaging_opts.list_opts():
-        if group in (None, _RABBIT):   # transport_url; the driver's
-            conf.register_opts(opts, group=group)
-        if group == _RABBIT:
-            names.update(opt.dest for opt in opts)
+    set_defaults(conf)
+    names = _register(conf)
     defaults = {
-        'rabbit_quorum_queue': broker_count(conf) > 1,
         'use_queue_manager': True,
         'hostname': conf.host,
         'processname': PROCESS_NAME,
@@ -108,6 +129,11 @@ def set_agent_defaults(conf):
 
 
 def get_transport(conf, url=None):
-    """A transport that rebuilds vifagent's typed errors on the caller."""
+    """A transport that rebuilds vifagent's typed errors on the caller.
+
+    It applies ``set_defaults`` first, so every side agrees on queue
+    types for the same broker URL.
+    """
+    set_defaults(conf, url)
     return messaging.get_rpc_transport(conf, url=url,
                                        allowed_remote_exmods=ALLOWED_EXMODS)

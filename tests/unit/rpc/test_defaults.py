@@ -69,3 +69,21 @@ class TestAgentDefaults(base.BaseTestCase):
         self.assertFalse(rabbit.rabbit_quorum_queue)
         self.assertFalse(rabbit.use_queue_manager)
         self.assertEqual(0, rabbit.kombu_reconnect_splay)
+
+
+class TestSharedDefaults(base.BaseTestCase):
+    """Controllers and agents agree on queue types for the same URL."""
+
+    def test_client_side_follows_the_url(self):
+        for url, quorum in ((ONE, False), (THREE, True)):
+            conf = cfg.ConfigOpts()
+            rpc.set_defaults(conf, url)
+            self.assertEqual(quorum,
+                             conf.oslo_messaging_rabbit.rabbit_quorum_queue)
+            self.assertFalse(conf.oslo_messaging_rabbit.use_queue_manager)
+
+    def test_get_transport_applies_them(self):
+        conf = cfg.ConfigOpts()
+        transport = rpc.get_transport(conf, url=THREE)
+        self.addCleanup(transport.cleanup)
+        self.assertTrue(conf.oslo_messaging_rabbit.rabbit_quorum_queue)
