@@ -19,10 +19,12 @@ ports of its own, never the host's broker) and then, for each N of
 one RPC topic as in a real fleet, heartbeats every ``--report-interval``
 seconds). One controller (this process) binds ``--ports`` fresh
 ovs_hybrid ports on every agent from ``--threads`` threads, each reply
-checked (``DOWN``: chain complete, no VM), then removes them with one
-``sync_ports([])`` per agent. Per N: binds per second, p50/p99 call
-latency, heartbeat lateness (the longest gap between two heartbeats of
-an agent, seen by an AgentRegistry, minus the interval), broker memory
+checked (``DOWN``: chain complete, no VM), reads each back with
+``get_port`` (the bus alone: no device is touched), then removes them
+with one ``sync_ports([])`` per agent. Per N: binds and reads per
+second, their p50/p99 latency, heartbeat lateness (the longest gap
+between two heartbeats of an agent, seen by an AgentRegistry, minus the
+interval), broker memory
 (RSS of the three Erlang VMs), queues, exchanges and connections on the
 cluster, agent RSS (median; and its privsep daemon's). The table goes to
 stdout; ``--plot`` writes the figures against N as a PNG (matplotlib,
@@ -67,6 +69,9 @@ ROWS = (
     ('binds per second', 'rate', '/s'),
     ('bind latency p50', 'p50', 'ms'),
     ('bind latency p99', 'p99', 'ms'),
+    ('get_port calls per second', 'read_rate', '/s'),
+    ('get_port latency p50', 'read_p50', 'ms'),
+    ('get_port latency p99', 'read_p99', 'ms'),
     ('heartbeat lateness, max', 'late_max', 's'),
     ('heartbeat lateness, median', 'late_median', 's'),
     ('broker memory (3 nodes)', 'broker_mb', 'MB'),
@@ -366,6 +371,25 @@ class Fleet(harness.Bench):
             for _ in ex.map(bind, tasks):
                 pass
         elapsed = time.perf_counter() - start
+        # The bus alone: get_port reads the store, touches no device.
+        reads = []
+
+        def read(task):
+            agent, port = task
+            begin = time.perf_counter()
+            reply = agent.client.get_port(port.port_id)
+            took = time.perf_counter() - begin
+            if reply.get('port_id') != port.port_id:
+                raise BenchmarkError('get_port on %s: %r' % (agent.host,
+                                                             reply))
+            with lock:
+                reads.append(took)
+
+        read_start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(self.args.threads) as ex:
+            for _ in ex.map(read, tasks):
+                pass
+        read_elapsed = time.perf_counter() - read_start
         # At least one full heartbeat period inside the measurement.
         time.sleep(max(0.0, self.args.report_interval + 1 -
                        (time.perf_counter() - start)))
@@ -380,6 +404,9 @@ class Fleet(harness.Bench):
             rate=len(tasks) / elapsed,
             p50=percentile(latencies, 50) * 1000,
             p99=percentile(latencies, 99) * 1000,
+            read_rate=len(tasks) / read_elapsed,
+            read_p50=percentile(reads, 50) * 1000,
+            read_p99=percentile(reads, 99) * 1000,
             late_max=max(late), late_median=statistics.median(late),
             broker_mb=self.cluster.memory_mb(),
             agent_mb=statistics.median(rss_mb(a.proc.pid)
@@ -470,25 +497,33 @@ class Fleet(harness.Bench):
 
 
 def plot(results, path, args):
-    """The figures against N, as one PNG of four panels."""
+    """The figures against N, as one PNG of six panels."""
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot
     n = [r['agents'] for r in results]
-    fig, axes = pyplot.subplots(2, 2, figsize=(10, 7))
+    fig, axes = pyplot.subplots(2, 3, figsize=(13, 7))
     panels = (
-        (axes[0][0], 'binds per second', [('rate', 'binds/s')]),
-        (axes[0][1], 'bind latency (ms)', [('p50', 'p50'), ('p99', 'p99')]),
-        (axes[1][0], 'broker memory (MB), queues',
-         [('broker_mb', 'broker MB (3 nodes)'), ('queues', 'queues')]),
-        (axes[1][1], 'heartbeat lateness (s), agent RSS (MB)',
-         [('late_max', 'lateness max (s)'), ('agent_mb', 'agent RSS MB')]),
+        ('calls per second', [('rate', 'bind_port'),
+                              ('read_rate', 'get_port')]),
+        ('call latency (ms)', [('p50', 'bind p50'), ('p99', 'bind p99'),
+                               ('read_p50', 'get_port p50'),
+                               ('read_p99', 'get_port p99')]),
+        ('heartbeat lateness (s)', [('late_max', 'max'),
+                                    ('late_median', 'median')]),
+        ('broker memory, 3 nodes (MB)', [('broker_mb', 'RSS')]),
+        ('broker objects', [('queues', 'queues'),
+                            ('connections', 'connections'),
+                            ('exchanges', 'exchanges')]),
+        ('memory per agent (MB)', [('agent_mb', 'agent'),
+                                   ('helper_mb', 'privsep daemon')]),
     )
-    for ax, title, series in panels:
+    for ax, (title, series) in zip(axes.flat, panels):
         for key, label in series:
             ax.plot(n, [r[key] for r in results], marker='o', label=label)
         ax.set_title(title)
         ax.set_xlabel('agents (N)')
+        ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.suptitle('vifagent fleet on a 3-node RabbitMQ: %d ports per agent, '
