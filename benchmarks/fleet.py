@@ -219,12 +219,16 @@ class Agent:
         return found
 
     def output(self):
+        """The first warnings and errors of the agent's log, and its end."""
         try:
             with open(os.path.join(self.dir, 'agent.log'),
                       errors='replace') as f:
-                return f.read()[-3000:]
+                text = f.read()
         except OSError:
             return ''
+        first = [line[:400] for line in text.splitlines()
+                 if ' ERROR ' in line or ' WARNING ' in line][:5]
+        return '\n'.join(first) + '\n...\n' + text[-3000:]
 
 
 class Fleet(harness.Bench):

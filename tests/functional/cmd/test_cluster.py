@@ -25,7 +25,7 @@ process given the cluster's multi-host transport_url) and a controller
   with nothing doubled;
 * liveness: an agent silent (SIGSTOP) past agent_down_time is dead in
   the registry and alive once it beats again; vifagent-ctl agents
-  shows it;
+  (once, and --watch) shows it;
 * queues: the agent's topic queues are quorum queues, and a restart
   keeps the same queues (names and count) and exchanges.
 """
@@ -229,8 +229,9 @@ class TestCluster(base.RootTestCase):
                          str(REPORT_INTERVAL + 1))
         rows = {a['host']: a for a in json.loads(proc.stdout)}
         self.assertTrue(rows[agent.host]['alive'])
-        proc = agent.ctl('agents', '--listen', str(REPORT_INTERVAL + 1))
-        self.assertRegex(proc.stdout, r'(?m)^%s\s+alive\s' % agent.host)
+        proc = agent.ctl('agents', '--watch', '--duration',
+                         str(REPORT_INTERVAL + 1))
+        self.assertRegex(proc.stdout, r'(?m)^\S+ %s alive$' % agent.host)
 
     @staticmethod
     def _cont(agent):
