@@ -524,7 +524,9 @@ def plot(results, path, args):
     )
     for ax, (title, series) in zip(axes.flat, panels):
         for key, label in series:
-            ax.plot(n, [r[key] for r in results], marker='o', label=label)
+            if all(key in r for r in results):   # older result files
+                ax.plot(n, [r[key] for r in results], marker='o',
+                        label=label)
         ax.set_title(title)
         ax.set_xlabel('agents (N)')
         ax.set_ylim(bottom=0)
