@@ -1,9 +1,16 @@
 #!/bin/bash
 # Install (when missing) and start RabbitMQ without systemd, then wait
-# until it accepts AMQP on 127.0.0.1:5672. Idempotent: a running broker is
+# until it accepts AMQP on 127.0.0.1:5672 (or, with --cluster N, start a
+# cluster of N nodes on ports of its own). Idempotent: a running broker is
 # left alone. The default guest/guest account only logs in over loopback,
 # which is all the agent and its tests use.
 set -eu
+
+# --cluster N [options]: a cluster of N nodes on other ports, beside the
+# broker on 5672 (see start-rabbitmq-cluster.sh for the options).
+if [ "${1:-}" = --cluster ]; then
+    exec "$(dirname "$0")/start-rabbitmq-cluster.sh" --nodes "$2" "${@:3}"
+fi
 
 if ! command -v rabbitmq-server >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive

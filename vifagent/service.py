@@ -92,6 +92,7 @@ class Agent:
                 reload_interval=conf.agent.resync_interval)
             self.reconciler.taps = self.libvirt
             self.libvirt.start()
+        rpc.set_agent_defaults(conf)
         self._transport = rpc.get_transport(conf)
         self.endpoint = server_mod.AgentEndpoint(self.reconciler, conf,
                                                  self._extra_state)

@@ -92,7 +92,7 @@ class AgentFixture(fixtures.Fixture):
 
     def __init__(self, report_interval=30, sections=None, libvirt=False,
                  broker_proxy=False, transport_url=None, netns=None,
-                 faults=None,
+                 faults=None, new_session=False,
                  **agent_options):
         # libvirt connects the agent to libvirtd. Off, tests of the chain
         # alone need no libvirtd and are not disturbed by its restarts.
@@ -104,6 +104,10 @@ class AgentFixture(fixtures.Fixture):
         # Run the agent in this network namespace (a PrivateOvs's); it
         # then reaches the broker through a relay listening in there.
         self.netns = netns
+        # Each start in a process group of its own, as systemd starts a
+        # service: oslo.messaging's queue manager then names the fanout
+        # queue the same at every start.
+        self.new_session = new_session
         self.agent_options = agent_options
         self.sections = sections or {}
         self.faults = faults
@@ -204,7 +208,8 @@ class AgentFixture(fixtures.Fixture):
             self.proc = subprocess.Popen(
                 prefix + [script('vifagent-agent'), '--config-file',
                           self.config],
-                stdout=subprocess.DEVNULL, stderr=err, env=env)
+                stdout=subprocess.DEVNULL, stderr=err, env=env,
+                start_new_session=self.new_session)
         if wait:
             self.wait_ready(timeout)
 

@@ -31,6 +31,7 @@ from vifagent import conf as vifagent_conf  # noqa: F401 (registers opts)
 from vifagent import exception
 from vifagent import rpc
 from vifagent.rpc import client as client_mod
+from vifagent.rpc import registry as registry_mod
 
 CONF = cfg.CONF
 
@@ -77,7 +78,94 @@ def _parser():
                        help='stop after this many messages')
     watch.add_argument('--duration', type=float,
                        help='stop after this many seconds')
+    agents = sub.add_parser(
+        'agents', help='list the agents heard on the report topic: alive '
+                       'or dead, ports by status, who needs a full sync')
+    agents.add_argument('--listen', type=float,
+                        help='seconds to listen before printing (default: '
+                             'report_interval + 1, one heartbeat of each '
+                             'live agent)')
+    agents.add_argument('--watch', action='store_true',
+                        help='keep listening; print each agent that appears, '
+                             'dies, comes back or asks for a full sync')
+    agents.add_argument('--duration', type=float,
+                        help='with --watch: stop after this many seconds')
+    agents.add_argument('--json', action='store_true',
+                        help='JSON (same as --format json)')
     return p
+
+
+_AGENT_COLUMNS = ('host', 'alive', 'silent_for', 'ports', 'by_status',
+                  'version', 'restarts', 'needs_sync')
+
+
+def _agent_row(agent):
+    by_status = ','.join('%s=%s' % kv for kv in
+                         sorted(agent['ports_by_status'].items()))
+    row = dict(agent, by_status=by_status,
+               alive='alive' if agent['alive'] else 'DEAD',
+               needs_sync=(agent['sync_reason'] if agent['needs_sync']
+                           else ''))
+    return [row.get(c) for c in _AGENT_COLUMNS]
+
+
+def _agent_event(agent, before):
+    """What changed for ``agent`` since ``before`` (None: first seen)."""
+    if before is None:
+        return 'alive' if agent['alive'] else 'dead'
+    if before['alive'] != agent['alive']:
+        return 'alive again' if agent['alive'] else 'dead'
+    if agent['needs_sync'] and not before['needs_sync']:
+        return 'needs a full sync'
+    if agent['restarts'] != before['restarts']:
+        return 'restarted'
+    return None
+
+
+def _agents(args, transport, out):
+    """Listen to the reports; print the registry, or follow it."""
+    registry = registry_mod.AgentRegistry(
+        registry_mod.agent_down_time(CONF))
+    listener = registry.listener(
+        transport, CONF.agent.report_topic,
+        'vifagent-ctl-%s' % uuid.uuid4().hex[:8])
+    listener.start()
+    try:
+        if not args.watch:
+            time.sleep(args.listen if args.listen is not None
+                       else CONF.agent.report_interval + 1)
+            agents = registry.agents()
+            if args.format == 'json':
+                _print(args, agents, out)
+            else:
+                _table(_AGENT_COLUMNS, [_agent_row(a) for a in agents],
+                       out)
+            return 0
+        deadline = (time.monotonic() + args.duration
+                    if args.duration is not None else None)
+        seen = {}
+        while deadline is None or time.monotonic() < deadline:
+            for agent in registry.agents():
+                event = _agent_event(agent, seen.get(agent['host']))
+                seen[agent['host']] = agent
+                if event is None:
+                    continue
+                if args.format == 'json':
+                    out.write(json.dumps({'event': event, 'agent': agent},
+                                         sort_keys=True) + '\n')
+                else:
+                    out.write('%s %s %s%s\n' % (
+                        time.strftime('%H:%M:%S'), agent['host'], event,
+                        ': %s' % agent['sync_reason']
+                        if event == 'needs a full sync' else ''))
+                out.flush()
+            time.sleep(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        listener.stop()
+        listener.wait()
 
 
 def _binding_from_args(args):
@@ -187,10 +275,14 @@ def run(args, out=sys.stdout):
     CONF(conf_args, project='vifagent')
     if args.transport_url:
         CONF.set_override('transport_url', args.transport_url)
+    if getattr(args, 'json', False):
+        args.format = 'json'
     transport = rpc.get_transport(CONF)
     try:
         if args.command == 'watch':
             return _watch(args, transport, out)
+        if args.command == 'agents':
+            return _agents(args, transport, out)
         agent = client_mod.AgentClient(transport, args.host or CONF.host,
                                        topic=CONF.agent.rpc_topic,
                                        timeout=args.timeout)

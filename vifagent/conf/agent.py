@@ -33,6 +33,13 @@ agent_opts = [
     cfg.IntOpt(
         'report_interval', default=30, min=1,
         help='Seconds between report_state heartbeats.'),
+    cfg.IntOpt(
+        'agent_down_time', min=1,
+        help='Seconds without any report from an agent after which the '
+             'controller side (vifagent.rpc.registry, vifagent-ctl '
+             'agents) counts it dead. Unset: 3 x report_interval. Set it '
+             'on the controller to the agents\' report_interval times '
+             'the heartbeats it may miss.'),
     cfg.FloatOpt(
         'report_retry_cap', default=5.0, min=0.1,
         help='Longest wait in seconds between two attempts to send a '

@@ -13,6 +13,7 @@
 """The agent's RPC endpoint: untrusted arguments in, plain dicts out."""
 
 import functools
+from importlib import metadata
 import time
 
 import oslo_messaging as messaging
@@ -22,6 +23,11 @@ from vifagent.conf import agent as agent_conf
 from vifagent import exception
 from vifagent import metrics
 from vifagent import rpc
+
+try:
+    VERSION = metadata.version('vifagent')
+except metadata.PackageNotFoundError:   # a tree that was never installed
+    VERSION = 'unknown'
 
 # Errors the caller is told about; the agent logs no traceback for them
 # (a store that cannot write logs its own error once).
@@ -63,6 +69,7 @@ class AgentEndpoint:
             'host': conf.host,
             'topic': conf.agent.rpc_topic,
             'api_version': rpc.API_VERSION,
+            'version': VERSION,
             'integration_bridge': conf.ovs.integration_bridge,
         }
         self._extra_state = extra_state or dict
