@@ -32,7 +32,24 @@ CONF = cfg.CONF
 STOP_TIMEOUT = 7
 
 
+def _lead_own_process_group():
+    """Lead a process group of our own, as a daemon should.
+
+    oslo.messaging's queue manager names queues after the process group's
+    leader and reads its /proc entry each time: an agent started by a
+    script that has exited would be left in a leaderless group and never
+    serve RPC. Its own group also marks each start as a new generation,
+    so its queues keep their names across restarts.
+    """
+    if os.getpgrp() != os.getpid():
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass  # a session leader already leads its process group
+
+
 def main(argv=None):
+    _lead_own_process_group()
     logging.register_options(CONF)
     CONF(sys.argv[1:] if argv is None else argv, project='vifagent')
     logging.setup(CONF, 'vifagent')

@@ -23,6 +23,7 @@ from tests.functional import base
 from tests.functional.reconcile import test_apply
 from vifagent import binding as binding_mod
 from vifagent import exception
+from vifagent.rpc import client as client_mod
 
 
 def chain_names(port_id):
@@ -321,3 +322,36 @@ class TestRestart(AgentTestCase):
         out, _ = ping.communicate(timeout=30)
         self.assertIn(' 0% packet loss', out)
         self.assertEqual([], events.collect())
+
+
+class TestLauncherGone(AgentTestCase):
+
+    def test_serves_after_its_launcher_exited(self):
+        """Started by a script that exits at once, the agent still serves.
+
+        The script led the agent's process group; oslo.messaging's queue
+        manager reads the group leader's /proc entry on every queue it
+        names, so an agent left in a leaderless group never served RPC.
+        """
+        self.agent.kill()
+        launcher = subprocess.run(
+            ['sh', '-c', '"$0" --config-file "$1" >/dev/null 2>&1 & echo $!',
+             agent_fixture.script('vifagent-agent'), self.agent.config],
+            start_new_session=True, capture_output=True, text=True,
+            check=True)
+        pid = int(launcher.stdout)
+        self.addCleanup(subprocess.run, ['kill', '-9', str(pid)])
+        client = client_mod.AgentClient(self.agent.transport,
+                                        self.agent.host,
+                                        topic=self.agent.topic, timeout=2)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.get_agent_state()
+                break
+            except exception.VifAgentException:
+                raise
+            except Exception:
+                if time.monotonic() > deadline:
+                    self.fail('no answer:\n' + self.agent.log())
+        self.assertEqual(pid, os.getpgid(pid))
