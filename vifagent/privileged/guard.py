@@ -26,13 +26,20 @@ against the devices as the daemon itself reads them:
 * a marker written is always this port's; a master is always its qbr;
 * deletion needs the device's own marker, read again here (or is of an
   unmarked veth named like ours: an end of a chain being adopted);
-* namespaces are named as the binding rules allow.
+* namespaces are named as the binding rules allow;
+* firewall batches name only chains and sets with our prefix, the only
+  rule written to a built-in chain is the jump to our hook chain, and
+  rules jump only to our chains or to plain verdicts.
 """
+
+import ipaddress
+import shlex
 
 from vifagent import binding as binding_mod
 from vifagent import exception
 from vifagent.kernel import rtnl
 from vifagent.ops import Op
+from vifagent import secgroup
 
 _TAP_OPS = frozenset([Op.SET_MASTER, Op.SET_MTU, Op.SET_UP])
 
@@ -156,3 +163,110 @@ def check_netns(netns):
         binding_mod.validate_netns(netns)
     except exception.InvalidBinding:
         raise Refused('namespace %r refused' % (netns,))
+
+
+FIREWALL_SYSCTLS = ('net.bridge.bridge-nf-call-iptables',
+                    'net.bridge.bridge-nf-call-ip6tables')
+_VERDICTS = frozenset(['ACCEPT', 'DROP', 'RETURN', 'CT'])
+
+
+def _our_chain(name):
+    if not (secgroup.ours(name) and len(name) <= 28 and
+            all(c.isalnum() or c in '-_' for c in name)):
+        raise Refused('chain %r is not ours' % (name,))
+    return name
+
+
+def _rule(spec):
+    """Check one rule spec; its targets must be ours or verdicts."""
+    if not isinstance(spec, str) or '\n' in spec or '\r' in spec:
+        raise Refused('rule %r refused' % (spec,))
+    try:
+        words = shlex.split(spec)
+    except ValueError:
+        raise Refused('rule %r does not parse' % (spec,))
+    for i, word in enumerate(words):
+        if word in ('-j', '--jump', '-g', '--goto'):
+            target = words[i + 1] if i + 1 < len(words) else ''
+            if target not in _VERDICTS:
+                _our_chain(target)
+        if word == '--match-set':
+            name = words[i + 1] if i + 1 < len(words) else ''
+            if not secgroup.ours(name):
+                raise Refused('set %r is not ours' % (name,))
+    return spec
+
+
+def _table_text(table, lines):
+    """The iptables-restore input of one table's checked commands."""
+    builtin, hook = secgroup.HOOK_CHAINS[table]
+    out = ['*' + table]
+    for line in lines:
+        if not isinstance(line, (list, tuple)) or not line:
+            raise Refused('not a firewall command: %r' % (line,))
+        op, args = line[0], list(line[1:])
+        if op == ':' and len(args) == 1:
+            out.append(':%s - [0:0]' % _our_chain(args[0]))
+        elif op in ('-A', '-D') and len(args) == 2:
+            out.append('%s %s %s' % (op, _our_chain(args[0]),
+                                     _rule(args[1])))
+        elif op == '-X' and len(args) == 1:
+            out.append('-X %s' % _our_chain(args[0]))
+        elif op == 'hook' and args == ['insert']:
+            out.append('-I %s 1 -j %s' % (builtin, hook))
+        elif op == 'hook' and args == ['delete']:
+            out.append('-D %s -j %s' % (builtin, hook))
+        else:
+            raise Refused('firewall command %r refused' % (line,))
+    out.append('COMMIT')
+    return '\n'.join(out) + '\n'
+
+
+def _set_line(item):
+    if not isinstance(item, (list, tuple)) or len(item) != 3:
+        raise Refused('not a set command: %r' % (item,))
+    op, name, arg = item
+    if not secgroup.ours(name) or len(name) > 31 or \
+            not all(c.isalnum() or c in '-_' for c in name):
+        raise Refused('set %r is not ours' % (name,))
+    if op == 'create' and arg in (4, 6):
+        return 'create %s hash:ip family %s' % (
+            name, 'inet' if arg == 4 else 'inet6')
+    if op in ('add', 'del') and isinstance(arg, str):
+        try:
+            ip = ipaddress.ip_address(arg)
+        except ValueError:
+            raise Refused('member %r is not an address' % (arg,))
+        return '%s %s %s' % (op, name, ip)
+    raise Refused('set command %r refused' % (item,))
+
+
+def check_firewall(batch):
+    """Check an encoded firewall batch; return what the daemon runs.
+
+    ``(tables, set_lines, destroy_lines, sysctls)`` where tables is a
+    list of ``(family, restore text)``.
+    """
+    if not isinstance(batch, dict):
+        raise Refused('a firewall batch must be a dict')
+    by_family = {}
+    for item in batch.get('tables') or ():
+        if not isinstance(item, (list, tuple)) or len(item) != 3:
+            raise Refused('not a table: %r' % (item,))
+        family, table, lines = item
+        if family not in (4, 6) or table not in secgroup.HOOK_CHAINS:
+            raise Refused('table %r of family %r refused' % (table, family))
+        by_family.setdefault(family, []).append(_table_text(table, lines))
+    tables = [(f, ''.join(texts)) for f, texts in sorted(by_family.items())]
+    sets = [_set_line(item) for item in batch.get('sets') or ()]
+    destroys = []
+    for name in batch.get('destroy_sets') or ():
+        if not secgroup.ours(name) or not isinstance(name, str) or \
+                not all(c.isalnum() or c in '-_' for c in name):
+            raise Refused('set %r is not ours' % (name,))
+        destroys.append('destroy %s' % name)
+    sysctls = list(batch.get('sysctls') or ())
+    for name in sysctls:
+        if name not in FIREWALL_SYSCTLS:
+            raise Refused('sysctl %r refused' % (name,))
+    return tables, sets, destroys, sysctls

@@ -1,0 +1,118 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Firewall reads and writes, run inside the privsep daemon in batches.
+
+One call dumps everything (``iptables-save``, ``ip6tables-save``,
+``ipset save`` and the bridge-netfilter sysctls); one call applies a
+planned batch: set changes in one ``ipset restore``, then one
+``iptables-restore --noflush`` per IP family (each table commits as one
+nftables transaction), then set removals. Every command is checked by
+vifagent.privileged.guard first: only chains and sets with our prefix,
+and only our own jump in the built-in chains, can be named.
+"""
+
+import os
+import shutil
+import subprocess
+import threading
+
+from oslo_log import log as logging
+
+from vifagent import privileged
+from vifagent.privileged import guard
+
+LOG = logging.getLogger(__name__)
+
+_PATH = os.pathsep.join([os.environ.get('PATH', ''), '/usr/sbin', '/sbin',
+                         '/usr/bin', '/bin'])
+_TIMEOUT = 60
+_lock = threading.Lock()
+
+
+def _tool(name):
+    path = shutil.which(name, path=_PATH)
+    if path is None:
+        raise FileNotFoundError('%s is not installed' % name)
+    return path
+
+
+def _run(argv, stdin=None):
+    """Run a tool; return (returncode, stdout, stderr)."""
+    proc = subprocess.run([_tool(argv[0])] + argv[1:], input=stdin,
+                          capture_output=True, text=True, timeout=_TIMEOUT,
+                          check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _sysctl_path(name):
+    return '/proc/sys/' + name.replace('.', '/')
+
+
+@privileged.net_admin.entrypoint
+def dump_firewall():
+    """Everything the planner reads, in one call."""
+    result = {}
+    with _lock:
+        for family, tool in ((4, 'iptables-save'), (6, 'ip6tables-save')):
+            rc, out, err = _run([tool])
+            if rc:
+                raise OSError('%s failed: %s' % (tool, err.strip()))
+            result[family] = out
+        try:
+            rc, out, err = _run(['ipset', 'save'])
+        except FileNotFoundError:
+            rc, out, err = 0, '', ''
+        if rc:
+            raise OSError('ipset save failed: %s' % err.strip())
+        result['ipset'] = out
+    sysctls = {}
+    for name in guard.FIREWALL_SYSCTLS:
+        try:
+            with open(_sysctl_path(name)) as f:
+                sysctls[name] = f.read().strip()
+        except OSError:
+            sysctls[name] = None
+    result['sysctls'] = sysctls
+    return result
+
+
+@privileged.net_admin.entrypoint
+def apply_firewall(batch):
+    """Apply an encoded Batch; return None or the first error."""
+    try:
+        tables, sets, destroys, sysctls = guard.check_firewall(batch)
+    except guard.Refused as e:
+        LOG.error('Refused firewall batch: %s', e)
+        return 'refused: %s' % e
+    with _lock:
+        for name in sysctls:
+            with open(_sysctl_path(name), 'w') as f:
+                f.write('1\n')
+            LOG.info('Set %s = 1', name)
+        if sets:
+            rc, _, err = _run(['ipset', '-exist', 'restore'],
+                              '\n'.join(sets) + '\n')
+            if rc:
+                return 'ipset restore: %s' % err.strip()
+        for family, text in tables:
+            tool = 'iptables-restore' if family == 4 else \
+                'ip6tables-restore'
+            rc, _, err = _run([tool, '--noflush'], text)
+            if rc:
+                return '%s: %s' % (tool, err.strip())
+        if destroys:
+            rc, _, err = _run(['ipset', '-exist', 'restore'],
+                              '\n'.join(destroys) + '\n')
+            if rc:
+                return 'ipset destroy: %s' % err.strip()
+    return None
