@@ -532,19 +532,24 @@ def _plan_sets(batch, desired, observed, scope, removed_chains):
             have_members = have[1]
         batch.set_adds += [(name, ip) for ip in sorted(members - have_members)]
         batch.set_dels += [(name, ip) for ip in sorted(have_members - members)]
-    if scope is not None:
-        return
-    # Sets still named by a chain that stays must stay too.
-    used = set()
+    # A set goes when this batch drops the last rule that names it: sets
+    # of ours that no chain of this batch named are left alone (another
+    # agent on the host may be about to use them).
+    rewritten = {c for t in batch.tables.values() for c in t.declare}
+    dropped, used = set(), set()
     for (f, t, chain), rules in observed.chains.items():
-        if chain in removed_chains or (f, t, chain) in desired.chains:
-            continue
+        gone = chain in removed_chains or chain in rewritten
         for rule in rules:
             if '--match-set ' in rule:
-                used.add(rule.split('--match-set ', 1)[1].split(' ')[0])
-    batch.set_destroys = sorted(name for name in observed.sets
-                                if name not in desired.sets and
-                                name not in used)
+                name = rule.split('--match-set ', 1)[1].split(' ')[0]
+                (dropped if gone else used).add(name)
+    for ops in batch.tables.values():
+        for _, rule in ops.delete_rules:
+            if '--match-set ' in rule:
+                dropped.add(rule.split('--match-set ', 1)[1].split(' ')[0])
+    batch.set_destroys = sorted(
+        name for name in dropped - used
+        if name in observed.sets and name not in desired.sets)
 
 
 def differing(desired, observed, keys):

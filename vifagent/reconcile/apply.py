@@ -113,10 +113,10 @@ class Engine:
         """Apply the filters of ``ports``; return them with failures held.
 
         Only port keys in play are touched: those of ports with a filter
-        and of ports that had one. ``full`` widens that to every key of
-        ours but ``keep`` (garbage collection). A port whose filter is not
-        in place afterwards is held on the dead VLAN in ERROR: never
-        ACTIVE unfiltered.
+        and of ports that had one, never those in ``keep``. ``full`` (the
+        full pass) always looks, so it learns which keys have objects. A
+        port whose filter is not in place afterwards is held on the dead
+        VLAN in ERROR: never ACTIVE unfiltered.
         """
         from vifagent.dataplane import firewall as fw_mod
         fw = self.firewall
@@ -128,10 +128,12 @@ class Engine:
             return [dataclasses.replace(
                 p, hold=(state.ERROR, 'no firewall on this host'))
                 if p in filtered else p for p in ports]
-        scope = None if full else (
-            {p.key for p in filtered} |
-            {p.key for p in ports if p.key in self._filtered_keys} - keep)
-        if scope is not None and not scope:
+        # Only the keys of these ports: other agents on the host (tests,
+        # a demo) own theirs. What no port explains is collected with its
+        # chain, by unplug (see unfilter).
+        scope = ({p.key for p in filtered} |
+                 {p.key for p in ports if p.key in self._filtered_keys}) - keep
+        if not scope and not full:
             return ports
         desired = fw_mod.render([p.filter for p in filtered], groups)
         failed = {}
@@ -192,8 +194,8 @@ class Engine:
         """Make each DesiredPort's chain whole; return {port_id: result}.
 
         ``groups`` (``{id: SecurityGroup}``) feeds the ports' filters;
-        ``full`` makes the firewall step collect our objects that no port
-        explains, except those of the port keys in ``keep``.
+        ``full`` makes the firewall step look even when no port has a
+        filter; port keys in ``keep`` are never touched.
         """
         ports = list(ports)
         if not ports and not full:
