@@ -17,6 +17,7 @@ backend) rules and ipsets on this host. Every check of a drop has a
 control that passes, so a test cannot pass because nothing gets through.
 """
 
+import json
 import random
 import subprocess
 import time
@@ -477,3 +478,47 @@ class TestContract(SecurityTestCase):
         self.assertEqual(ports, self.client.list_ports())
         self.assertEqual([dict(x, revision=3) for x in groups],
                          self.client.list_security_groups())
+
+
+class TestCli(SecurityTestCase):
+
+    def test_groups_and_a_ports_groups(self):
+        g = self.group([rule(protocol='icmp'),
+                        rule(protocol='tcp', port_range_min=22)],
+                       members=[self.ip(1)])
+        path = self.agent.dir + '/groups.json'
+        with open(path, 'w') as f:
+            json.dump([g], f)
+        out = self.agent.ctl('sync-groups', path).stdout
+        self.assertIn(g['id'], out)
+        listed = self.agent.ctl('groups').stdout.splitlines()
+        self.assertEqual(['ID', 'REVISION', 'STATEFUL', 'RULES', 'MEMBERS'],
+                         listed[0].split())
+        self.assertEqual([g['id'], '0', 'True', '2', '1'],
+                         listed[1].split())
+        shown = self.agent.ctl('group', g['id']).stdout
+        self.assertIn('ingress IPv4 tcp 22-22', shown)
+        ns = self.make_netns()
+        data = self.binding_dict(netns=ns)
+        self.addCleanup(remove_firewall, data['port_id'])
+        out = self.agent.ctl(
+            '--format', 'json', 'bind', '--port-id', data['port_id'],
+            '--mac-address', data['mac_address'], '--instance-uuid',
+            data['instance_uuid'], '--network-id', data['network_id'],
+            '--netns', ns, '--port-security', '--fixed-ip', self.ip(1),
+            '--security-group', g['id']).stdout
+        self.assertEqual([g['id']], json.loads(out)['security_groups'])
+        self.assertIn(g['id'], self.agent.ctl('show',
+                                              data['port_id']).stdout)
+        proc = self.agent.ctl('group', str(uuid.uuid4()), check=False)
+        self.assertEqual(2, proc.returncode)
+        self.assertIn('error: SecurityGroupNotFound', proc.stderr)
+        g['members'] = {'IPv4': []}
+        g['revision'] = 1
+        with open(path, 'w') as f:
+            json.dump(g, f)
+        self.agent.ctl('group-update', path)
+        deadline = time.monotonic() + 10
+        while self.client.get_security_group(g['id'])['revision'] != 1:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
