@@ -145,16 +145,10 @@ iptables -S "vfa-i${PORTS[1]:0:11}"
 say "TCP from ${VMS[0]} to ${VMS[1]}: port 22 allowed, port 80 blocked"
 # Something listening on both ports inside the second VM.
 ip netns exec "${VMS[1]}" python3 -c '
-import socket, threading
-def serve(port):
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
-    s.listen(4)
-    while True:
-        s.accept()[0].close()
-for port in (22, 80):
-    threading.Thread(target=serve, args=(port,)).start()
+import socketserver as ss, threading
+h = ss.BaseRequestHandler
+servers = [ss.TCPServer(("0.0.0.0", p), h) for p in (22, 80)]
+[threading.Thread(target=s.serve_forever).start() for s in servers]
 ' >/dev/null 2>&1 &
 sleep 0.5
 for port in 22 80; do

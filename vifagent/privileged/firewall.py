@@ -87,6 +87,19 @@ def dump_firewall():
 
 
 @privileged.net_admin.entrypoint
+def dump_sets(names):
+    """``ipset save`` output of the named sets of ours that exist."""
+    out = []
+    with _lock:
+        for name in names:
+            guard.check_set_name(name)
+            rc, text, _ = _run(['ipset', 'save', name])
+            if rc == 0:
+                out.append(text)
+    return ''.join(out)
+
+
+@privileged.net_admin.entrypoint
 def apply_firewall(batch):
     """Apply an encoded Batch; return None or the first error."""
     try:

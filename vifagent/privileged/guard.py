@@ -222,13 +222,19 @@ def _table_text(table, lines):
     return '\n'.join(out) + '\n'
 
 
+def check_set_name(name):
+    """Refuse any set name that is not one of ours."""
+    if not secgroup.ours(name) or len(name) > 31 or \
+            not all(c.isalnum() or c in '-_' for c in name):
+        raise Refused('set %r is not ours' % (name,))
+    return name
+
+
 def _set_line(item):
     if not isinstance(item, (list, tuple)) or len(item) != 3:
         raise Refused('not a set command: %r' % (item,))
     op, name, arg = item
-    if not secgroup.ours(name) or len(name) > 31 or \
-            not all(c.isalnum() or c in '-_' for c in name):
-        raise Refused('set %r is not ours' % (name,))
+    check_set_name(name)
     if op == 'create' and arg in (4, 6):
         return 'create %s hash:ip family %s' % (
             name, 'inet' if arg == 4 else 'inet6')
@@ -261,10 +267,7 @@ def check_firewall(batch):
     sets = [_set_line(item) for item in batch.get('sets') or ()]
     destroys = []
     for name in batch.get('destroy_sets') or ():
-        if not secgroup.ours(name) or not isinstance(name, str) or \
-                not all(c.isalnum() or c in '-_' for c in name):
-            raise Refused('set %r is not ours' % (name,))
-        destroys.append('destroy %s' % name)
+        destroys.append('destroy %s' % check_set_name(name))
     sysctls = list(batch.get('sysctls') or ())
     for name in sysctls:
         if name not in FIREWALL_SYSCTLS:

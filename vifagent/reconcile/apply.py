@@ -29,6 +29,7 @@ from vifagent import exception
 from vifagent import faults
 from vifagent.reconcile import observe as observe_mod
 from vifagent.reconcile import plan as plan_mod
+from vifagent import secgroup
 from vifagent import state
 
 __all__ = [
@@ -170,6 +171,32 @@ class Engine:
         self.counters.firewall_dumps += 1
         self._filtered_keys = observed.keys()
         return observed
+
+    def update_members(self, groups):
+        """Write new members of ``groups`` into their sets; one batch.
+
+        A membership change rewrites sets only: no port's rules.
+        Returns None or the error.
+        """
+        if self.firewall is None or not groups:
+            return None
+        from vifagent.dataplane import firewall as fw_mod
+        names = {secgroup.set_name(g.id, f) for g in groups
+                 for f in fw_mod.FAMILIES}
+        try:
+            batch = fw_mod.plan_members(
+                groups, self.firewall.observe_sets(names))
+            if batch.empty():
+                return None
+            error = self.firewall.apply(batch)
+        except (OSError, ValueError) as e:
+            error = str(e)
+        self.counters.firewall_batches += 1
+        self.counters.firewall_sets += batch.set_writes()
+        if error:
+            LOG.error('Could not update the members of %s: %s',
+                      ', '.join(g.id for g in groups), error)
+        return error
 
     def unfilter(self, port_ids):
         """Remove the firewall objects of ports (those that have any)."""

@@ -204,11 +204,28 @@ class Reconciler:
         return [g.to_dict() for g in self.store.groups().values()]
 
     def _refilter(self, changed, before):
-        """Plug again the ports whose filter depends on ``changed``."""
+        """Bring the filters that depend on ``changed`` groups up to date.
+
+        A group whose only change is its members costs one set update;
+        any other change plugs again the ports whose filter uses it.
+        """
         if not changed:
             return
+        after = self.store.groups()
+        members_only = [
+            after[gid] for gid in sorted(changed)
+            if gid in before and gid in after and
+            dataclasses.replace(before[gid], revision=0,
+                                members=after[gid].members) ==
+            dataclasses.replace(after[gid], revision=0)]
+        if members_only:
+            error = self.engine.update_members(members_only)
+            if error is None:
+                changed = changed - {g.id for g in members_only}
+            if not changed:
+                return
         groups = dict(before)
-        groups.update(self.store.groups())
+        groups.update(after)
         ports = []
         for b in self.store.all():
             if not b.port_security_enabled:
