@@ -29,6 +29,7 @@ from vifagent.dataplane import firewall as fw_mod
 from vifagent import exception
 from vifagent.reconcile import apply
 from vifagent.reconcile import plan as plan_mod
+from vifagent import secgroup
 from vifagent import state
 
 OWNER = 'test-host'
@@ -162,6 +163,7 @@ class FakeFirewall:
         self.rules = fw_mod.Ruleset()
         self.fail = None
         self.applied = []
+        self.member_updates = []
 
     def observe(self):
         return fw_mod.Ruleset(chains=dict(self.rules.chains),
@@ -169,9 +171,19 @@ class FakeFirewall:
                               sets=dict(self.rules.sets),
                               sysctls={n: '1' for n in fw_mod.SYSCTLS})
 
-    def observe_sets(self, names):
-        return fw_mod.Ruleset(sets={n: v for n, v in self.rules.sets.items()
-                                    if n in names})
+    def update_members(self, groups):
+        """Like the daemon: existing sets only; (written, error)."""
+        written = 0
+        for group in groups:
+            for family in fw_mod.FAMILIES:
+                name = secgroup.set_name(group.id, family)
+                want = frozenset(group.members[family == 6])
+                if name in self.rules.sets and \
+                        self.rules.sets[name][1] != want:
+                    self.rules.sets[name] = (family, want)
+                    written += 1
+        self.member_updates.append(written)
+        return written, self.fail
 
     def apply(self, batch):
         self.applied.append(batch)

@@ -552,25 +552,6 @@ def _plan_sets(batch, desired, observed, scope, removed_chains):
         if name in observed.sets and name not in desired.sets)
 
 
-def plan_members(groups, observed):
-    """A Batch bringing existing sets to ``groups``' members; pure.
-
-    Only sets that exist are written: a set no rule uses is made, with
-    its members, when a port's filter first needs it.
-    """
-    batch = Batch()
-    for group in groups:
-        for family in FAMILIES:
-            name = sg.set_name(group.id, family)
-            if name not in observed.sets:
-                continue
-            want = frozenset(group.members[family == 6])
-            have = observed.sets[name][1]
-            batch.set_adds += [(name, ip) for ip in sorted(want - have)]
-            batch.set_dels += [(name, ip) for ip in sorted(have - want)]
-    return batch
-
-
 def differing(desired, observed, keys):
     """Port keys (of ``keys``) whose objects do not match; pure."""
     check = plan(desired, observed, scope=set(keys))
@@ -610,9 +591,18 @@ class Firewall:
         """The firewall's chains and sets of ours, read in one dump."""
         return parse(self._priv.dump_firewall(), self.protocols())
 
-    def observe_sets(self, names):
-        """The named sets of ours that exist (a Ruleset with sets only)."""
-        return parse({'ipset': self._priv.dump_sets(sorted(names))})
+    def update_members(self, groups):
+        """Bring the existing sets of ``groups`` to their members.
+
+        Returns ``(sets written, error or None)``.
+        """
+        sets = {}
+        for group in groups:
+            for family in FAMILIES:
+                sets[sg.set_name(group.id, family)] = [
+                    family, list(group.members[family == 6])]
+        written, error = self._priv.update_members(sets)
+        return written, error
 
     def apply(self, batch):
         """Apply a batch; return None, or the error that stopped it."""

@@ -21,12 +21,16 @@ vifagent.privileged.guard first: only chains and sets with our prefix,
 and only our own jump in the built-in chains, can be named.
 """
 
+import ipaddress
 import os
 import shutil
+import socket
 import subprocess
 import threading
 
 from oslo_log import log as logging
+from pyroute2 import IPSet
+from pyroute2.netlink import exceptions as nl_exc
 
 from vifagent import privileged
 from vifagent.privileged import guard
@@ -87,16 +91,57 @@ def dump_firewall():
 
 
 @privileged.net_admin.entrypoint
-def dump_sets(names):
-    """``ipset save`` output of the named sets of ours that exist."""
-    out = []
+def update_members(sets):
+    """Bring sets of ours to ``{name: [family, [members]]}`` over netlink.
+
+    A membership change is the hot path (a remote group's members): it
+    costs one netlink conversation, no process. Sets that do not exist
+    are skipped (no rule uses them yet). Returns ``[written, error]``.
+    """
+    checked = {}
+    for name, (family, members) in sets.items():
+        guard.check_set_name(name)
+        checked[name] = (guard.check_family(family),
+                         {guard.check_member(m, family) for m in members})
+    written = 0
     with _lock:
-        for name in names:
-            guard.check_set_name(name)
-            rc, text, _ = _run(['ipset', 'save', name])
-            if rc == 0:
-                out.append(text)
-    return ''.join(out)
+        ipset = IPSet()
+        try:
+            for name, (family, want) in sorted(checked.items()):
+                have = _members(ipset, name, family)
+                if have is None:
+                    continue
+                af = socket.AF_INET if family == 4 else socket.AF_INET6
+                for ip in sorted(want - have):
+                    ipset.add(name, ip, family=af, exclusive=False)
+                for ip in sorted(have - want):
+                    ipset.delete(name, ip, family=af)
+                written += bool(want ^ have)
+        except (OSError, nl_exc.NetlinkError) as e:
+            return [written, 'ipset %s: %s' % (name, e)]
+        finally:
+            ipset.close()
+    return [written, None]
+
+
+def _members(ipset, name, family):
+    """The members of a set, or None when it does not exist."""
+    attr = 'IPSET_ATTR_IPADDR_IPV4' if family == 4 else \
+        'IPSET_ATTR_IPADDR_IPV6'
+    try:
+        messages = list(ipset.list(name))
+    except nl_exc.NetlinkError:
+        return None
+    if not messages:
+        return None
+    members = set()
+    for msg in messages:
+        adt = msg.get_attr('IPSET_ATTR_ADT')
+        for entry in adt.get_attrs('IPSET_ATTR_DATA') if adt else ():
+            ip = entry.get_attr('IPSET_ATTR_IP_FROM')
+            if ip is not None and ip.get_attr(attr):
+                members.add(str(ipaddress.ip_address(ip.get_attr(attr))))
+    return members
 
 
 @privileged.net_admin.entrypoint

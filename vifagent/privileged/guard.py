@@ -230,6 +230,23 @@ def check_set_name(name):
     return name
 
 
+def check_family(family):
+    if family not in (4, 6):
+        raise Refused('family %r refused' % (family,))
+    return family
+
+
+def check_member(member, family):
+    """A set member: an address of the set's family, canonical."""
+    try:
+        ip = ipaddress.ip_address(member)
+    except (TypeError, ValueError):
+        raise Refused('member %r is not an address' % (member,))
+    if ip.version != family:
+        raise Refused('member %s is not of family %d' % (ip, family))
+    return str(ip)
+
+
 def _set_line(item):
     if not isinstance(item, (list, tuple)) or len(item) != 3:
         raise Refused('not a set command: %r' % (item,))

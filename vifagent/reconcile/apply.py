@@ -29,7 +29,6 @@ from vifagent import exception
 from vifagent import faults
 from vifagent.reconcile import observe as observe_mod
 from vifagent.reconcile import plan as plan_mod
-from vifagent import secgroup
 from vifagent import state
 
 __all__ = [
@@ -59,6 +58,8 @@ class Counters:
     firewall_chains: int = 0
     firewall_rules: int = 0
     firewall_sets: int = 0
+    #: how long the last membership update took to apply, in ms
+    firewall_members_ms: float = 0.0
 
 
 class Engine:
@@ -180,19 +181,15 @@ class Engine:
         """
         if self.firewall is None or not groups:
             return None
-        from vifagent.dataplane import firewall as fw_mod
-        names = {secgroup.set_name(g.id, f) for g in groups
-                 for f in fw_mod.FAMILIES}
+        started = time.monotonic()
         try:
-            batch = fw_mod.plan_members(
-                groups, self.firewall.observe_sets(names))
-            if batch.empty():
-                return None
-            error = self.firewall.apply(batch)
+            written, error = self.firewall.update_members(groups)
         except (OSError, ValueError) as e:
-            error = str(e)
+            written, error = 0, str(e)
         self.counters.firewall_batches += 1
-        self.counters.firewall_sets += batch.set_writes()
+        self.counters.firewall_sets += written
+        self.counters.firewall_members_ms = round(
+            (time.monotonic() - started) * 1000, 2)
         if error:
             LOG.error('Could not update the members of %s: %s',
                       ', '.join(g.id for g in groups), error)

@@ -138,10 +138,9 @@ class TestPortSecurity(base.BaseTestCase):
         changed = secgroup.SecurityGroup.from_dict(dict(changed.to_dict(),
                                                         revision=1))
         self.assertEqual(store_mod.UPDATED, self.rec.update_group(changed))
-        batches = self.firewall.applied[before:]
-        self.assertEqual(1, len(batches))
-        self.assertEqual(1, batches[0].set_writes())
-        self.assertEqual(0, batches[0].chains_written())
+        # One set written, and no batch of rules at all.
+        self.assertEqual([1], self.firewall.member_updates)
+        self.assertEqual(before, len(self.firewall.applied))
         self.assertEqual(chains, self.firewall.rules.chains)
         self.assertEqual(frozenset(['10.0.0.9', '10.0.0.10']),
                          self.firewall.rules.sets[
