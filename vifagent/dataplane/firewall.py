@@ -567,11 +567,19 @@ def differing(desired, observed, keys):
 class Firewall:
     """Observes and writes the firewall through the privileged daemon."""
 
-    def __init__(self):
+    def __init__(self, timeout=30.0):
         # Imported here so the pure functions need no privsep.
+        from vifagent import privileged
         from vifagent.privileged import firewall as priv_fw
+        self._privileged = privileged
         self._priv = priv_fw
         self._protocols = None
+        self.timeout = timeout
+
+    def _call(self, entrypoint, *args):
+        """One privileged call, within the timeout (PrivilegedError)."""
+        return self._privileged.call(self._privileged.net_admin, entrypoint,
+                                     *args, timeout=self.timeout)
 
     def protocols(self):
         """Protocol names to numbers, as iptables prints them."""
@@ -589,7 +597,7 @@ class Firewall:
 
     def observe(self):
         """The firewall's chains and sets of ours, read in one dump."""
-        return parse(self._priv.dump_firewall(), self.protocols())
+        return parse(self._call(self._priv.dump_firewall), self.protocols())
 
     def update_members(self, groups):
         """Bring the existing sets of ``groups`` to their members.
@@ -601,7 +609,7 @@ class Firewall:
             for family in FAMILIES:
                 sets[sg.set_name(group.id, family)] = [
                     family, list(group.members[family == 6])]
-        written, error = self._priv.update_members(sets)
+        written, error = self._call(self._priv.update_members, sets)
         return written, error
 
     def apply(self, batch):
@@ -611,4 +619,4 @@ class Firewall:
         for name in batch.sysctls:
             LOG.warning('Setting %s to 1: port security filters bridged '
                         'traffic in the IP families', name)
-        return self._priv.apply_firewall(batch.encode())
+        return self._call(self._priv.apply_firewall, batch.encode())

@@ -100,7 +100,7 @@ class Engine:
         from vifagent.dataplane import firewall
         ovs_dp.start(ensure_bridge, wait=wait)
         return cls(linux.LinuxDataplane(conf.agent.privsep_timeout), ovs_dp,
-                   conf.host, firewall.Firewall())
+                   conf.host, firewall.Firewall(conf.agent.privsep_timeout))
 
     def stop(self):
         self.ovs.stop()
@@ -160,7 +160,7 @@ class Engine:
                                    {p.key for p in filtered})
             for key in bad:
                 failed.setdefault(key, 'filter not in place after apply')
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, exception.PrivilegedError) as e:
             LOG.error('Firewall unavailable: %s', e)
             failed = {p.key: 'firewall: %s' % e for p in filtered}
         return [dataclasses.replace(p, hold=(state.ERROR, failed[p.key]))
@@ -184,7 +184,7 @@ class Engine:
         started = time.monotonic()
         try:
             written, error = self.firewall.update_members(groups)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, exception.PrivilegedError) as e:
             written, error = 0, str(e)
         self.counters.firewall_batches += 1
         self.counters.firewall_sets += written
@@ -210,7 +210,7 @@ class Engine:
                 if error:
                     LOG.error('Could not remove firewall objects of %s: %s',
                               ', '.join(sorted(port_ids)), error)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, exception.PrivilegedError) as e:
             LOG.error('Firewall unavailable: %s', e)
 
     # -- plug -------------------------------------------------------------
