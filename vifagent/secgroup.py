@@ -279,8 +279,14 @@ FIREWALL_PREFIXES = ('vifagent', 'vfa-')
 #: Hook chains, jumped to from the built-in chain they are named after.
 HOOK_CHAINS = {'filter': ('FORWARD', 'vifagent-FORWARD'),
                'raw': ('PREROUTING', 'vifagent-PREROUTING')}
-#: Per-port chains: to the VM, from the VM, source check, conntrack zone.
-CHAIN_KINDS = ('i', 'o', 's', 'z')
+#: Per-port chains: to the VM, from the VM, source check, conntrack zone,
+#: and ARP check (in the nftables ``bridge`` table).
+CHAIN_KINDS = ('i', 'o', 's', 'z', 'a')
+#: The nftables bridge-family table holding the ARP checks, its base
+#: chain and the map from a port's qvb to its ARP chain.
+ARP_TABLE = 'vifagent'
+ARP_BASE = 'vifagent-FORWARD'
+ARP_MAP = 'vfa-arp'
 _SET_PREFIX = 'vfa-v%d-'
 #: ipset names are at most 31 characters.
 _SET_ID_LEN = 23

@@ -169,7 +169,10 @@ class FakeFirewall:
         return fw_mod.Ruleset(chains=dict(self.rules.chains),
                               jumps=set(self.rules.jumps),
                               sets=dict(self.rules.sets),
-                              sysctls={n: '1' for n in fw_mod.SYSCTLS})
+                              sysctls={n: '1' for n in fw_mod.SYSCTLS},
+                              arp=dict(self.rules.arp),
+                              arp_map=dict(self.rules.arp_map),
+                              arp_base=self.rules.arp_base)
 
     def update_members(self, groups):
         """Like the daemon: existing sets only; (written, error)."""
@@ -199,6 +202,9 @@ class FakeFirewall:
             family, members = rules.sets[name]
             rules.sets[name] = (family, members - {ip})
         for (family, table), ops in batch.tables.items():
+            if ops.create_hook:
+                hook = (family, table, secgroup.HOOK_CHAINS[table][1])
+                rules.chains.setdefault(hook, ())
             for chain in ops.declare:
                 rules.chains[(family, table, chain)] = ()
             for chain, rule in ops.delete_rules:
@@ -216,6 +222,17 @@ class FakeFirewall:
                 del rules.chains[(family, table, chain)]
         for name in batch.set_destroys:
             del rules.sets[name]
+        for op in batch.arp:
+            if op[0] == 'base':
+                rules.arp_base = True
+            elif op[0] == 'chain':
+                rules.arp[op[1]] = tuple(op[2])
+            elif op[0] == 'element':
+                rules.arp_map[op[1]] = op[2]
+            elif op[0] == 'delete_element':
+                del rules.arp_map[op[1]]
+            elif op[0] == 'delete_chain':
+                del rules.arp[op[1]]
         return None
 
 

@@ -33,6 +33,7 @@ names it.
 
 import dataclasses
 import ipaddress
+import re
 
 from oslo_log import log as logging
 
@@ -98,10 +99,16 @@ class Ruleset:
     jumps: set = dataclasses.field(default_factory=set)
     sets: dict = dataclasses.field(default_factory=dict)
     sysctls: dict = dataclasses.field(default_factory=dict)
+    #: the nftables bridge table: ARP chains ``{chain: rules}``, the
+    #: map ``{qvb: chain}``, and whether its base chain dispatches
+    arp: dict = dataclasses.field(default_factory=dict)
+    arp_map: dict = dataclasses.field(default_factory=dict)
+    arp_base: bool = False
 
     def keys(self):
         """Port name keys that have a chain here."""
-        return {sg.chain_key(c) for (_, _, c) in self.chains} - {None}
+        return ({sg.chain_key(c) for (_, _, c) in self.chains} |
+                {sg.chain_key(c) for c in self.arp}) - {None}
 
 
 @dataclasses.dataclass
@@ -113,10 +120,11 @@ class TableOps:
     append: list = dataclasses.field(default_factory=list)
     hook: str = None          # 'insert' or 'delete' the built-in jump
     destroy: list = dataclasses.field(default_factory=list)
+    create_hook: bool = False  # make the hook chain if it is missing
 
     def empty(self):
         return not (self.declare or self.delete_rules or self.append or
-                    self.hook or self.destroy)
+                    self.hook or self.destroy or self.create_hook)
 
 
 @dataclasses.dataclass
@@ -129,19 +137,22 @@ class Batch:
     set_dels: list = dataclasses.field(default_factory=list)
     set_destroys: list = dataclasses.field(default_factory=list)
     sysctls: list = dataclasses.field(default_factory=list)
+    #: nftables bridge-table commands (see encode)
+    arp: list = dataclasses.field(default_factory=list)
     #: port key -> kinds of repair (for logs, counters and tests)
     repairs: dict = dataclasses.field(default_factory=dict)
 
     def empty(self):
         return not (any(not t.empty() for t in self.tables.values()) or
                     self.set_creates or self.set_adds or self.set_dels or
-                    self.set_destroys or self.sysctls)
+                    self.set_destroys or self.sysctls or self.arp)
 
     def table(self, family, table):
         return self.tables.setdefault((family, table), TableOps())
 
     def chains_written(self):
-        return sum(len(t.declare) for t in self.tables.values())
+        return sum(len(t.declare) for t in self.tables.values()) + len(
+            [op for op in self.arp if op[0] == 'chain'])
 
     def set_writes(self):
         return len({name for name, _ in self.set_adds + self.set_dels} |
@@ -154,7 +165,8 @@ class Batch:
         for (family, table), ops in sorted(self.tables.items()):
             if ops.empty():
                 continue
-            lines = [[':', c] for c in ops.declare]
+            lines = [['create_hook']] if ops.create_hook else []
+            lines += [[':', c] for c in ops.declare]
             lines += [['-D', c, spec] for c, spec in ops.delete_rules]
             lines += [['-A', c, spec] for c, spec in ops.append]
             if ops.hook:
@@ -167,7 +179,8 @@ class Batch:
                 [['del', name, ip] for name, ip in self.set_dels])
         return {'tables': tables, 'sets': sets,
                 'destroy_sets': list(self.set_destroys),
-                'sysctls': list(self.sysctls)}
+                'sysctls': list(self.sysctls),
+                'arp': [list(op) for op in self.arp]}
 
 
 # -- render -------------------------------------------------------------
@@ -325,6 +338,17 @@ def _dispatch(port):
     return rules
 
 
+def _arp_rules(port):
+    """The VM may send ARP only for its own IPv4 addresses and MACs."""
+    rules = []
+    for ip, mac in _sources(port, 4):
+        if ip.endswith('/32'):
+            ip = ip[:-3]
+        rules.append('arp saddr ether %s arp saddr ip %s return' % (mac, ip))
+    rules.append('drop')
+    return tuple(rules)
+
+
 def render(ports, groups):
     """The Ruleset that filters ``ports`` (PortFilters); pure.
 
@@ -351,6 +375,10 @@ def render(ports, groups):
                     if rule.remote_group_id and rule.family == family:
                         name = sg.set_name(rule.remote_group_id, family)
                         result.sets[name] = (family, None)
+        arp = sg.chain_name('a', pid)
+        result.arp[arp] = _arp_rules(port)
+        result.arp_map[port.binding.devices.qvb] = arp
+    result.arp_base = bool(ports)
     if not ports:
         result.chains.clear()
     else:
@@ -411,7 +439,31 @@ def parse(dumps, protocols=None):
             family, members = result.sets[words[1]]
             result.sets[words[1]] = (family, members | {words[2]})
     result.sysctls = dict(dumps.get('sysctls') or {})
+    _parse_arp(dumps.get('arp') or '', result)
     return result
+
+
+_ELEMENT_RE = re.compile(r'"([^"]+)" : jump ([A-Za-z0-9_-]+)')
+_DISPATCH = 'ether type arp oifname vmap @%s' % sg.ARP_MAP
+
+
+def _parse_arp(text, result):
+    """``nft list table bridge vifagent`` into the Ruleset's ARP part."""
+    block, name, lines = None, None, []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith(('chain ', 'map ')) and line.endswith('{'):
+            block, name, lines = line.split()[0], line.split()[1], []
+        elif line == '}' and block:
+            if block == 'map' and name == sg.ARP_MAP:
+                result.arp_map = dict(_ELEMENT_RE.findall(' '.join(lines)))
+            elif block == 'chain' and name == sg.ARP_BASE:
+                result.arp_base = lines == [_DISPATCH]
+            elif block == 'chain' and sg.ours(name):
+                result.arp[name] = tuple(lines)
+            block = None
+        elif block and line and not line.startswith(('type ', 'flags ')):
+            lines.append(line)
 
 
 def _normal(spec, protocols):
@@ -481,7 +533,11 @@ def plan(desired, observed, scope=None, keep=()):
             # Hook chain: single rules added or deleted, never rewritten,
             # so other ports' rules are not touched.
             if want_hook and not have_hook:
-                ops.declare.insert(0, hook)
+                # Made apart from the restore, never declared in it: a
+                # declaration flushes, and another agent on the host may
+                # have just made it and filled it.
+                ops.create_hook = True
+                batch.repairs.setdefault(None, []).append('fw_hook_chain')
             want = desired.chains.get(hk, ())
             have = observed.chains.get(hk, ()) if have_hook else ()
             for rule in have:
@@ -509,10 +565,40 @@ def plan(desired, observed, scope=None, keep=()):
                 ops.declare.append(hook)
                 ops.destroy.append(hook)
     _plan_sets(batch, desired, observed, scope, removed_chains)
+    _plan_arp(batch, desired, observed, in_scope)
     if desired.chains:
         batch.sysctls = [name for name in SYSCTLS
                          if observed.sysctls.get(name) != '1']
     return batch
+
+
+def _plan_arp(batch, desired, observed, in_scope):
+    """ARP checks in the bridge table: chain rewrites, map elements."""
+    ops = batch.arp
+    if desired.arp and not observed.arp_base:
+        ops.append(('base',))
+        batch.repairs.setdefault(None, []).append('fw_arp_base')
+    for chain, rules in sorted(desired.arp.items()):
+        if observed.arp.get(chain) != rules:
+            ops.append(('chain', chain, list(rules)))
+            batch.repairs.setdefault(sg.chain_key(chain), []).append(
+                'fw_arp_chain')
+    for qvb, chain in sorted(desired.arp_map.items()):
+        have = observed.arp_map.get(qvb)
+        if have != chain:
+            if have is not None:
+                ops.append(('delete_element', qvb))
+            ops.append(('element', qvb, chain))
+            batch.repairs.setdefault(sg.chain_key(chain), []).append(
+                'fw_arp_element')
+    for qvb, chain in sorted(observed.arp_map.items()):
+        key = sg.chain_key(chain)
+        if qvb not in desired.arp_map and key is not None and in_scope(key):
+            ops.append(('delete_element', qvb))
+    for chain in sorted(observed.arp):
+        key = sg.chain_key(chain)
+        if chain not in desired.arp and key is not None and in_scope(key):
+            ops.append(('delete_chain', chain))
 
 
 def _remaining(observed, family, table, removed):

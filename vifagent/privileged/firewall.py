@@ -16,7 +16,8 @@ One call dumps everything (``iptables-save``, ``ip6tables-save``,
 ``ipset save`` and the bridge-netfilter sysctls); one call applies a
 planned batch: set changes in one ``ipset restore``, then one
 ``iptables-restore --noflush`` per IP family (each table commits as one
-nftables transaction), then set removals. Every command is checked by
+nftables transaction), then the ARP checks of the bridge table in one
+``nft -f`` transaction, then set removals. Every command is checked by
 vifagent.privileged.guard first: only chains and sets with our prefix,
 and only our own jump in the built-in chains, can be named.
 """
@@ -34,6 +35,7 @@ from pyroute2.netlink import exceptions as nl_exc
 
 from vifagent import privileged
 from vifagent.privileged import guard
+from vifagent import secgroup
 
 LOG = logging.getLogger(__name__)
 
@@ -79,6 +81,12 @@ def dump_firewall():
         if rc:
             raise OSError('ipset save failed: %s' % err.strip())
         result['ipset'] = out
+        try:
+            rc, out, err = _run(['nft', 'list', 'table', 'bridge',
+                                 secgroup.ARP_TABLE])
+        except FileNotFoundError:
+            rc, out = 1, ''
+        result['arp'] = out if rc == 0 else ''
     sysctls = {}
     for name in guard.FIREWALL_SYSCTLS:
         try:
@@ -144,11 +152,35 @@ def _members(ipset, name, family):
     return members
 
 
+def _hooks(family, steps):
+    """Make hook chains and their jumps, each only if missing.
+
+    Not in the restore: declaring a chain there flushes it, and another
+    agent on this host may have made and filled it since our dump.
+    """
+    tool = 'iptables' if family == 4 else 'ip6tables'
+    for step in steps:
+        if step[0] == 'create':
+            _, table, chain = step
+            rc, _, err = _run([tool, '-t', table, '-N', chain])
+            if rc and 'exists' not in err:
+                return '%s -N %s: %s' % (tool, chain, err.strip())
+        else:
+            _, table, builtin, chain = step
+            rc, _, _ = _run([tool, '-t', table, '-C', builtin, '-j', chain])
+            if rc:
+                rc, _, err = _run([tool, '-t', table, '-I', builtin, '1',
+                                   '-j', chain])
+                if rc:
+                    return '%s -I %s: %s' % (tool, builtin, err.strip())
+    return None
+
+
 @privileged.net_admin.entrypoint
 def apply_firewall(batch):
     """Apply an encoded Batch; return None or the first error."""
     try:
-        tables, sets, destroys, sysctls = guard.check_firewall(batch)
+        tables, sets, destroys, sysctls, arp = guard.check_firewall(batch)
     except guard.Refused as e:
         LOG.error('Refused firewall batch: %s', e)
         return 'refused: %s' % e
@@ -162,12 +194,19 @@ def apply_firewall(batch):
                               '\n'.join(sets) + '\n')
             if rc:
                 return 'ipset restore: %s' % err.strip()
-        for family, text in tables:
+        for family, before, text in tables:
+            error = _hooks(family, before)
+            if error:
+                return error
             tool = 'iptables-restore' if family == 4 else \
                 'ip6tables-restore'
             rc, _, err = _run([tool, '--noflush'], text)
             if rc:
                 return '%s: %s' % (tool, err.strip())
+        if arp:
+            rc, _, err = _run(['nft', '-f', '-'], arp)
+            if rc:
+                return 'nft: %s' % err.strip()
         if destroys:
             rc, _, err = _run(['ipset', '-exist', 'restore'],
                               '\n'.join(destroys) + '\n')

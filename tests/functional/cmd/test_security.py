@@ -37,6 +37,7 @@ if action == 'listen':
                       else socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((ip, int(port)))
+    print('ready', flush=True)
     if kind == 'tcp':
         s.listen(16)
         while True:
@@ -177,7 +178,8 @@ class SecurityTestCase(base.RootTestCase):
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.addCleanup(proc.wait)
         self.addCleanup(proc.kill)
-        time.sleep(0.3)
+        # Bound once it says so (python starts slowly on a busy host).
+        self.assertEqual('ready', proc.stdout.readline().strip())
         return proc
 
     def tcp(self, src, dst, port):
@@ -289,6 +291,13 @@ class TestAntiSpoofing(SecurityTestCase):
         listener.kill()
         got = listener.communicate()[0].split()
         self.assertEqual(['control'], got)
+        # ARP from the VM only for its own addresses: b resolves the
+        # pair's address to a's MAC, not the address a claims falsely.
+        mac = a['mac_address'].lower()
+        for ip, ok in ((self.ip(50), True), (self.ip(99), False)):
+            netns_run(b['netns'], 'ping', '-c', '1', '-W', '1', ip)
+            neigh = netns_run(b['netns'], 'ip', 'neigh', 'show', ip).stdout
+            self.assertEqual(ok, mac in neigh, '%s: %s' % (ip, neigh))
         # A spoofed source MAC is dropped.
         base.run(['ip', '-n', a['netns'], 'link', 'set', 'eth0', 'address',
                   base.random_mac()])
@@ -338,7 +347,7 @@ class TestRemoteGroup(SecurityTestCase):
 
 class TestDrift(SecurityTestCase):
 
-    agent_options = {'resync_interval': 2}
+    agent_options = {'resync_interval': 3}
 
     def setUp(self):
         super().setUp()

@@ -82,7 +82,31 @@ def save_text(ruleset):
         sets += ['add %s %s' % (name, m) for m in sorted(members)]
     dumps['ipset'] = '\n'.join(sets)
     dumps['sysctls'] = {n: '1' for n in fw.SYSCTLS}
+    dumps['arp'] = nft_text(ruleset)
     return dumps
+
+
+def nft_text(ruleset):
+    """What nft list table bridge vifagent would print."""
+    if not (ruleset.arp or ruleset.arp_map or ruleset.arp_base):
+        return ''
+    elements = ',\n\t\t\t     '.join(
+        '"%s" : jump %s' % kv for kv in sorted(ruleset.arp_map.items()))
+    lines = ['table bridge vifagent {', '\tmap vfa-arp {',
+             '\t\ttype ifname : verdict']
+    if elements:
+        lines.append('\t\telements = { %s }' % elements)
+    lines += ['\t}', '', '\tchain vifagent-FORWARD {',
+              '\t\ttype filter hook forward priority 0; policy accept;']
+    if ruleset.arp_base:
+        lines.append('\t\tether type arp oifname vmap @vfa-arp')
+    lines.append('\t}')
+    for chain, rules in sorted(ruleset.arp.items()):
+        lines += ['', '\tchain %s {' % chain]
+        lines += ['\t\t' + r for r in rules]
+        lines.append('\t}')
+    lines.append('}')
+    return '\n'.join(lines) + '\n'
 
 
 def groups_of(*groups):
@@ -187,6 +211,18 @@ class TestRender(base.BaseTestCase):
         self.assertIn('-p ipv6-icmp -m icmp6 --icmpv6-type 128 -j ACCEPT',
                       rs.chains[(6, 'filter', 'vfa-o' + KEY)])
 
+    def test_arp_only_for_own_addresses(self):
+        rs = self.render(port_filter(allowed_address_pairs=[
+            {'ip_address': '10.9.0.0/16', 'mac_address':
+             'fa:16:3e:00:00:09'}]))
+        self.assertEqual((
+            'arp saddr ether fa:16:3e:00:00:01 arp saddr ip 10.0.0.1 return',
+            'arp saddr ether fa:16:3e:00:00:09 arp saddr ip 10.9.0.0/16 '
+            'return',
+            'drop'), rs.arp['vfa-a' + KEY])
+        self.assertEqual({'qvb' + KEY: 'vfa-a' + KEY}, rs.arp_map)
+        self.assertTrue(rs.arp_base)
+
     def test_no_ports_no_objects(self):
         rs = fw.render([], {})
         self.assertEqual({}, rs.chains)
@@ -209,9 +245,14 @@ class TestPlan(base.BaseTestCase):
 
     def test_fresh_host_writes_everything(self):
         batch = fw.plan(self.desired, fw.parse({}), None)
-        # The hook chain, then three chains for each of the two ports.
-        self.assertEqual(1 + 3 * 2, len(batch.table(4, 'filter').declare))
+        # Three chains for each of the two ports; the hook chain is made
+        # apart, never declared (a declaration flushes).
+        self.assertEqual(3 * 2, len(batch.table(4, 'filter').declare))
+        self.assertNotIn('vifagent-FORWARD',
+                         batch.table(4, 'filter').declare)
+        self.assertTrue(batch.table(4, 'filter').create_hook)
         self.assertEqual('insert', batch.table(4, 'filter').hook)
+        self.assertEqual(('base',), batch.arp[0])
         self.assertEqual([('vfa-v4-7c3d1a2b-0000-4000-8000', 4)],
                          batch.set_creates)
         self.assertEqual(list(fw.SYSCTLS), batch.sysctls)
@@ -253,6 +294,18 @@ class TestPlan(base.BaseTestCase):
                            self.desired.chains[hook][0])], ops6.append)
         self.assertEqual('insert', batch.table(4, 'raw').hook)
         self.assertEqual(0, batch.chains_written())
+
+    def test_arp_drift(self):
+        drifted = dataclasses.replace(self.desired, arp=dict(self.desired.arp),
+                                      arp_map=dict(self.desired.arp_map))
+        drifted.arp['vfa-a' + KEY] = ('drop',)
+        del drifted.arp_map['qvb' + PORT2[:11]]
+        batch = fw.plan(self.desired, self.observed(drifted), None)
+        self.assertEqual([
+            ('chain', 'vfa-a' + KEY, list(self.desired.arp['vfa-a' + KEY])),
+            ('element', 'qvb' + PORT2[:11], 'vfa-a' + PORT2[:11])],
+            batch.arp)
+        self.assertTrue(all(t.empty() for t in batch.tables.values()))
 
     def test_membership_change_is_one_set_update(self):
         groups = groups_of(make_group(), make_group(
@@ -326,12 +379,19 @@ class TestGuard(base.BaseTestCase):
 
     def test_a_planned_batch_passes(self):
         desired = fw.render([port_filter()], groups_of(make_group()))
-        tables, sets, destroys, sysctls = guard.check_firewall(
+        tables, sets, destroys, sysctls, arp = guard.check_firewall(
             fw.plan(desired, fw.parse({}), None).encode())
-        self.assertEqual([4, 6], [f for f, _ in tables])
-        self.assertIn('-I FORWARD 1 -j vifagent-FORWARD', tables[0][1])
+        self.assertEqual([4, 6], [f for f, _, _ in tables])
+        self.assertEqual([('create', 'filter', 'vifagent-FORWARD'),
+                          ('jump', 'filter', 'FORWARD', 'vifagent-FORWARD'),
+                          ('create', 'raw', 'vifagent-PREROUTING'),
+                          ('jump', 'raw', 'PREROUTING',
+                           'vifagent-PREROUTING')], tables[0][1])
+        self.assertNotIn(':vifagent-FORWARD', tables[0][2])
         self.assertIn('create vfa-v4-7c3d1a2b-0000-4000-8000 hash:ip '
                       'family inet', sets)
+        self.assertIn('add element bridge vifagent vfa-arp { "qvb%s" : '
+                      'jump vfa-a%s }' % (KEY, KEY), arp)
 
     def test_refusals(self):
         for lines in ([[':', 'FORWARD']], [[':', 'DOCKER']],
@@ -355,3 +415,13 @@ class TestGuard(base.BaseTestCase):
                           {'destroy_sets': ['docker-set']})
         self.assertRaises(guard.Refused, guard.check_firewall,
                           {'sysctls': ['net.ipv4.ip_forward']})
+        for op in (['chain', 'FORWARD', ['drop']],
+                   ['chain', 'vfa-a' + KEY, ['accept']],
+                   ['chain', 'vfa-a' + KEY, ['drop; flush ruleset']],
+                   ['element', 'eth0', 'vfa-a' + KEY],
+                   ['element', 'qvb' + PORT2[:11], 'vfa-a' + KEY],
+                   ['delete_element', 'eth0'],
+                   ['delete_chain', 'vifagent-FORWARD'],
+                   ['flush']):
+            self.assertRaises(guard.Refused, guard.check_firewall,
+                              {'arp': [op]})
