@@ -19,8 +19,9 @@ of 20 rules each (one rule matching a remote group whose members are the
 N ports' addresses), checked in iptables; then ``--updates`` membership
 changes of the remote group (one address added, then removed), each a
 ``sync_security_groups`` call timed to its reply and by the agent's own
-clock for the apply (``firewall_members_ms``), and the agent's write
-counters (one set written per change, no chain, no rule); then
+clock for the apply (``firewall.last_members_ms`` in its state), and the
+agent's write counters (one set written per change, no chain, no rule);
+then
 ``sync_ports([])``. Table: medians over the rounds; last the ratio
 secure/plain (target < 1.5) and the member change median (target
 < 20 ms)::
@@ -144,8 +145,8 @@ class Benchmark(harness.AgentBench):
         for i in range(self.args.updates):
             times.append(self.update_members(
                 addresses + ([extra] if i % 2 == 0 else [])))
-            applies.append(client.get_agent_state()['counters'][
-                'firewall_members_ms'] / 1000.0)
+            applies.append(client.get_agent_state()['firewall'][
+                'last_members_ms'] / 1000.0)
         after = client.get_agent_state()['counters']
         sets = after['firewall_sets'] - before['firewall_sets']
         if sets != self.args.updates or \

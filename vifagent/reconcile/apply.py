@@ -34,6 +34,7 @@ from vifagent import state
 __all__ = [
     'Counters',
     'Engine',
+    'FirewallStats',
 ]
 
 LOG = logging.getLogger(__name__)
@@ -51,15 +52,21 @@ class Counters:
     link_deletes: int = 0
     ovsdb_transactions: int = 0
     netns_ops: int = 0
-    #: firewall: dumps read, batches applied, per-port chains written,
-    #: dispatch rules added or deleted, sets written
-    firewall_dumps: int = 0
+    #: firewall: batches applied, per-port chains written, dispatch
+    #: rules added or deleted, sets written
     firewall_batches: int = 0
     firewall_chains: int = 0
     firewall_rules: int = 0
     firewall_sets: int = 0
+
+
+@dataclasses.dataclass
+class FirewallStats:
+    """What the firewall step read and how long a member change took."""
+
+    dumps: int = 0
     #: how long the last membership update took to apply, in ms
-    firewall_members_ms: float = 0.0
+    last_members_ms: float = None
 
 
 class Engine:
@@ -73,6 +80,7 @@ class Engine:
         self.firewall = firewall
         self.observer = observe_mod.Observer(linux, ovs)
         self.counters = Counters()
+        self.firewall_stats = FirewallStats()
         # Port keys that had firewall objects at the last look.
         self._filtered_keys = set()
 
@@ -169,7 +177,7 @@ class Engine:
 
     def _fw_observe(self):
         observed = self.firewall.observe()
-        self.counters.firewall_dumps += 1
+        self.firewall_stats.dumps += 1
         self._filtered_keys = observed.keys()
         return observed
 
@@ -188,7 +196,7 @@ class Engine:
             written, error = 0, str(e)
         self.counters.firewall_batches += 1
         self.counters.firewall_sets += written
-        self.counters.firewall_members_ms = round(
+        self.firewall_stats.last_members_ms = round(
             (time.monotonic() - started) * 1000, 2)
         if error:
             LOG.error('Could not update the members of %s: %s',

@@ -486,6 +486,7 @@ class Reconciler:
             'ports': sum(counts.values()),
             'ports_by_status': counts,
             'counters': dataclasses.asdict(self.engine.counters),
+            'firewall': dataclasses.asdict(self.engine.firewall_stats),
             'reconcile': self.stats.to_dict(),
             'garbage_collection': self.collector.to_dict(),
             'store': {'identity': self.store.identity},
