@@ -81,8 +81,9 @@ class Engine:
         self.observer = observe_mod.Observer(linux, ovs)
         self.counters = Counters()
         self.firewall_stats = FirewallStats()
-        # Port keys that had firewall objects at the last look.
-        self._filtered_keys = set()
+        # Port keys that had firewall objects at the last look (None: not
+        # looked yet; a host without port security never needs to).
+        self._filtered_keys = None
 
     @classmethod
     def from_conf(cls, conf, ensure_bridge=True, wait=True):
@@ -141,9 +142,13 @@ class Engine:
         # Only the keys of these ports: other agents on the host (tests,
         # a demo) own theirs. What no port explains is collected with its
         # chain, by unplug (see unfilter).
+        known = self._filtered_keys or set()
         scope = ({p.key for p in filtered} |
-                 {p.key for p in ports if p.key in self._filtered_keys}) - keep
-        if not scope and not full:
+                 {p.key for p in ports if p.key in known}) - keep
+        # The full pass looks only where there is something to look for:
+        # a host without port security never starts the privileged daemon
+        # or runs a firewall tool for it.
+        if not scope and not (full and known):
             return ports
         desired = fw_mod.render([p.filter for p in filtered], groups)
         failed = {}
@@ -206,7 +211,15 @@ class Engine:
     def unfilter(self, port_ids):
         """Remove the firewall objects of ports (those that have any)."""
         keys = {binding_mod.name_key(pid) for pid in port_ids}
-        if self.firewall is None or not keys & self._filtered_keys:
+        if self.firewall is None:
+            return
+        if self._filtered_keys is None:
+            try:
+                self._fw_observe()
+            except (OSError, ValueError, exception.PrivilegedError) as e:
+                LOG.error('Firewall unavailable: %s', e)
+                return
+        if not keys & self._filtered_keys:
             return
         from vifagent.dataplane import firewall as fw_mod
         try:

@@ -23,10 +23,13 @@ import subprocess
 import time
 import uuid
 
+import oslo_messaging as messaging
+
 from tests.functional import agent_fixture
 from tests.functional import base
 from vifagent import binding as binding_mod
 from vifagent import exception
+from vifagent.rpc import client as client_mod
 from vifagent import secgroup
 
 PROBE = r'''
@@ -487,6 +490,25 @@ class TestContract(SecurityTestCase):
         self.assertEqual(ports, self.client.list_ports())
         self.assertEqual([dict(x, revision=3) for x in groups],
                          self.client.list_security_groups())
+
+
+class TestOldClient(SecurityTestCase):
+
+    def test_a_1_0_client_keeps_working(self):
+        old = client_mod.AgentClient(self.agent.transport, self.agent.host,
+                                     topic=self.agent.topic, timeout=30,
+                                     version_cap='1.0')
+        data = self.binding_dict(netns=self.make_netns())
+        reply = old.bind_port(data)
+        self.assertEqual('ACTIVE', reply['status'], reply['reason'])
+        self.assertFalse(reply['port_security_enabled'])
+        self.assertEqual([data['port_id']],
+                         [p['port_id'] for p in old.list_ports()])
+        self.assertEqual([], firewall_names(
+            binding_mod.name_key(data['port_id'])))
+        # A 1.1 call is refused on the client side at cap 1.0.
+        self.assertRaises(messaging.RPCVersionCapError,
+                          old.list_security_groups)
 
 
 class TestCli(SecurityTestCase):
