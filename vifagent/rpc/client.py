@@ -38,7 +38,10 @@ class AgentClient:
     def __init__(self, transport, host, topic='vifagent', timeout=None,
                  version_cap=rpc.API_VERSION):
         self.host = host
-        target = messaging.Target(topic=topic, version=rpc.API_VERSION)
+        # Calls of 1.0 are sent as 1.0, so a client pinned at 1.0 (or an
+        # agent that serves only 1.0) still takes them; 1.1 calls ask
+        # for 1.1 themselves.
+        target = messaging.Target(topic=topic, version='1.0')
         self._client = messaging.get_rpc_client(
             transport, target, version_cap=version_cap, timeout=timeout)
 

@@ -58,7 +58,7 @@ else:
 '''
 
 
-def netns_run(ns, *argv, timeout=10):
+def netns_run(ns, *argv, timeout=30):
     return subprocess.run(['ip', 'netns', 'exec', ns] + list(argv),
                           capture_output=True, text=True, timeout=timeout)
 
