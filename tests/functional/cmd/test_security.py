@@ -91,6 +91,13 @@ def remove_firewall(port_id):
             out.append('COMMIT')
         subprocess.run([restore, '--noflush'], input='\n'.join(out) + '\n',
                        text=True, capture_output=True)
+    # The ARP check in the bridge table.
+    table = ['bridge', secgroup.ARP_TABLE]
+    subprocess.run(['nft', 'delete', 'element'] + table + [
+        secgroup.ARP_MAP, '{ "qvb%s" }' % key], capture_output=True)
+    for verb in ('flush', 'delete'):
+        subprocess.run(['nft', verb, 'chain'] + table + [
+            secgroup.chain_name('a', port_id)], capture_output=True)
 
 
 def remove_sets(group_id):
@@ -101,10 +108,11 @@ def remove_sets(group_id):
 
 
 def firewall_names(key):
-    """Names of firewall objects (chains, rules) naming a port key."""
+    """Firewall objects (chains, rules, map elements) naming a port key."""
     found = []
-    for save in ('iptables-save', 'ip6tables-save'):
-        text = subprocess.run([save], capture_output=True, text=True).stdout
+    for argv in (['iptables-save'], ['ip6tables-save'],
+                 ['nft', 'list', 'table', 'bridge', secgroup.ARP_TABLE]):
+        text = subprocess.run(argv, capture_output=True, text=True).stdout
         found += [line for line in text.splitlines() if key in line]
     return found
 
