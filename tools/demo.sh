@@ -20,6 +20,8 @@ PORTS=(d1e40001-0000-4000-8000-0000000000a1
 MACS=(fa:16:3e:de:00:01 fa:16:3e:de:00:02)
 ADDRS=(10.0.0.1/24 10.0.0.2/24)
 VMS=(vifagent-demo-vm1 vifagent-demo-vm2)
+# The demo's security group: ICMP and TCP 22 in, anything out.
+GROUP=de5ec000-0000-4000-8000-0000000000c1
 
 ctl() { "$VENV/bin/vifagent-ctl" --config-file "$CONF" "$@"; }
 say() { printf '\n== %s\n' "$*"; }
@@ -43,6 +45,7 @@ stop_demo() {
     fi
     rm -f "$PIDFILE"
     for vm in "${VMS[@]}"; do
+        ip netns pids "$vm" 2>/dev/null | xargs -r kill 2>/dev/null || true
         ip netns del "$vm" 2>/dev/null || true
     done
     echo "demo namespaces removed; Open vSwitch and RabbitMQ left running"
@@ -101,12 +104,25 @@ for _ in $(seq 1 60); do
 done
 ctl status
 
-say "two namespace VMs bound through the agent"
+say "a security group: ICMP and TCP 22 in, anything out"
+cat > "$DEMO/groups.json" <<JSON
+[{"id": "$GROUP", "rules": [
+    {"direction": "ingress", "ethertype": "IPv4", "protocol": "icmp"},
+    {"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+     "port_range_min": 22, "port_range_max": 22},
+    {"direction": "egress", "ethertype": "IPv4"}]}]
+JSON
+ctl sync-groups "$DEMO/groups.json" >/dev/null
+ctl groups
+ctl group "$GROUP"
+
+say "two namespace VMs bound through the agent, with port security"
 for i in 0 1; do
     ip netns add "${VMS[$i]}" 2>/dev/null || true
     ctl bind --port-id "${PORTS[$i]}" --mac-address "${MACS[$i]}" \
         --instance-uuid "${PORTS[$i]}" --network-id "$NET" \
-        --netns "${VMS[$i]}" >/dev/null
+        --netns "${VMS[$i]}" --port-security \
+        --fixed-ip "${ADDRS[$i]%/*}" --security-group "$GROUP" >/dev/null
     ip -n "${VMS[$i]}" addr replace "${ADDRS[$i]}" dev eth0
 done
 ctl list
@@ -122,6 +138,30 @@ ovs-vsctl --columns=name,tag list Port "qvo${PORTS[0]:0:11}" \
 
 say "ping from ${VMS[0]} (${ADDRS[0]%/*}) to ${VMS[1]} (${ADDRS[1]%/*})"
 ip netns exec "${VMS[0]}" ping -c 3 -i 0.3 "${ADDRS[1]%/*}"
+
+say "their filter: iptables chains named after the ports"
+iptables -S "vfa-i${PORTS[1]:0:11}"
+
+say "TCP from ${VMS[0]} to ${VMS[1]}: port 22 allowed, port 80 blocked"
+# Something listening on both ports inside the second VM.
+ip netns exec "${VMS[1]}" python3 -c '
+import socketserver as ss, threading
+h = ss.BaseRequestHandler
+servers = [ss.TCPServer(("0.0.0.0", p), h) for p in (22, 80)]
+[threading.Thread(target=s.serve_forever).start() for s in servers]
+' >/dev/null 2>&1 &
+sleep 0.5
+for port in 22 80; do
+    if ip netns exec "${VMS[0]}" python3 -c "
+import socket, sys
+socket.create_connection(('${ADDRS[1]%/*}', $port), timeout=2).close()
+" 2>/dev/null; then
+        echo "tcp port $port: connected"
+    else
+        echo "tcp port $port: blocked by the security group"
+    fi
+done
+ip netns pids "${VMS[1]}" | xargs -r kill 2>/dev/null || true
 
 say "done"
 echo "Try: $VENV/bin/vifagent-ctl --config-file $CONF watch"

@@ -8,6 +8,7 @@ set -eu
 
 # tools/install-deps.sh [PACKAGE ...] installs only the packages named.
 PACKAGES=${*:-"openvswitch-switch rabbitmq-server ethtool iproute2 iputils-ping
+iptables ipset nftables
 pkg-config libvirt-dev python3-venv python3-dev gcc
 libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients
 qemu-system-x86 busybox-static cpio kmod e2fsprogs mount"}

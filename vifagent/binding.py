@@ -19,6 +19,7 @@ there is exactly one definition of what a valid binding is.
 
 import dataclasses
 import fnmatch
+import ipaddress
 import re
 
 from vifagent import exception
@@ -26,6 +27,7 @@ from vifagent import exception
 __all__ = [
     'Binding',
     'DeviceNames',
+    'AddressPair',
     'check_netns',
     'DEAD_VLAN',
     'MAX_BINDINGS',
@@ -35,6 +37,7 @@ __all__ = [
     'device_names',
     'name_key',
     'parse_many',
+    'validate_ip',
     'validate_mac',
     'validate_netns',
     'validate_mtu',
@@ -72,6 +75,10 @@ _MAC_RE = re.compile(r'[0-9a-f]{2}(:[0-9a-f]{2}){5}')
 # leading dot, bounded length.
 _NETNS_RE = re.compile(r'[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}')
 _MAX_STRING = 64
+#: Limits of the port-security fields (API 1.1).
+MAX_FIXED_IPS = 32
+MAX_ADDRESS_PAIRS = 32
+MAX_SECURITY_GROUPS = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,6 +199,108 @@ def validate_netns(value, field='netns'):
     return value
 
 
+def validate_ip(value, field='fixed_ips', error=None):
+    """Return an IPv4 or IPv6 address (no prefix) in canonical form."""
+    error = error or _invalid
+    if not isinstance(value, str) or len(value) > _MAX_STRING or \
+            not value.isascii():
+        raise error(field, 'not an IP address: %r' % (value,))
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise error(field, 'not an IP address: %r' % (value,))
+
+
+def validate_cidr(value, field, error=None):
+    """Return an address or CIDR in canonical form (host bits cleared).
+
+    A plain address stays a plain address; a prefix is kept as written,
+    so ``10.0.0.0/24`` and ``10.0.0.5`` keep their meaning.
+    """
+    error = error or _invalid
+    if not isinstance(value, str) or len(value) > _MAX_STRING or \
+            not value.isascii():
+        raise error(field, 'not an IP address or CIDR: %r' % (value,))
+    try:
+        if '/' not in value:
+            return str(ipaddress.ip_address(value))
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise error(field, 'not an IP address or CIDR: %r' % (value,))
+
+
+def ip_version(value):
+    """4 or 6 for a canonical address or CIDR string."""
+    return 6 if ':' in value else 4
+
+
+@dataclasses.dataclass(frozen=True)
+class AddressPair:
+    """An allowed address pair: traffic from this IP (or CIDR) and MAC."""
+
+    ip_address: str
+    mac_address: str
+
+    def to_dict(self):
+        return {'ip_address': self.ip_address,
+                'mac_address': self.mac_address}
+
+
+def _validate_list(value, field, limit):
+    if not isinstance(value, list):
+        raise _invalid(field, 'must be a list, not %s' %
+                       type(value).__name__)
+    if len(value) > limit:
+        raise _invalid(field, 'more than %d items' % limit)
+    return value
+
+
+def _unique(values, field):
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise _invalid(field, '%s appears twice' % (value,))
+        seen.add(value)
+    return tuple(values)
+
+
+def _validate_fixed_ips(value):
+    return _unique([validate_ip(ip, 'fixed_ips') for ip in
+                    _validate_list(value, 'fixed_ips', MAX_FIXED_IPS)],
+                   'fixed_ips')
+
+
+def _validate_pairs(value, port_mac):
+    pairs = []
+    for item in _validate_list(value, 'allowed_address_pairs',
+                               MAX_ADDRESS_PAIRS):
+        if not isinstance(item, dict):
+            raise _invalid('allowed_address_pairs',
+                           'each pair must be a mapping')
+        unknown = sorted(str(k)[:_MAX_STRING] for k in item
+                         if k not in ('ip_address', 'mac_address'))
+        if unknown:
+            raise _invalid('allowed_address_pairs.%s' % unknown[0],
+                           'unknown field')
+        if 'ip_address' not in item:
+            raise _invalid('allowed_address_pairs.ip_address',
+                           'required field missing')
+        mac = item.get('mac_address')
+        pairs.append(AddressPair(
+            validate_cidr(item['ip_address'],
+                          'allowed_address_pairs.ip_address'),
+            port_mac if mac is None else
+            validate_mac(mac, 'allowed_address_pairs.mac_address')))
+    return _unique(pairs, 'allowed_address_pairs')
+
+
+def _validate_groups(value):
+    return _unique([validate_uuid(g, 'security_groups') for g in
+                    _validate_list(value, 'security_groups',
+                                   MAX_SECURITY_GROUPS)],
+                   'security_groups')
+
+
 @dataclasses.dataclass(frozen=True)
 class Binding:
     """The desired state of one port; build it with :meth:`from_dict`."""
@@ -205,6 +314,11 @@ class Binding:
     revision: int = 0
     vif_type: str = VIF_TYPE_OVS_HYBRID
     netns: str = None
+    # API 1.1: port security. The defaults are the 1.0 behaviour.
+    port_security_enabled: bool = False
+    fixed_ips: tuple = ()
+    allowed_address_pairs: tuple = ()
+    security_groups: tuple = ()
 
     @property
     def devices(self):
@@ -244,9 +358,17 @@ class Binding:
         elif netns is not None:
             raise _invalid('netns', 'only allowed with vif_type netns')
         mtu = data.get('mtu')
+        mac = validate_mac(data['mac_address'])
+        port_security = _validate_bool(
+            data.get('port_security_enabled', False),
+            'port_security_enabled')
+        groups = _validate_groups(data.get('security_groups', []))
+        if groups and not port_security:
+            raise _invalid('security_groups', 'not allowed with '
+                           'port_security_enabled false')
         return cls(
             port_id=validate_uuid(data['port_id'], 'port_id'),
-            mac_address=validate_mac(data['mac_address']),
+            mac_address=mac,
             instance_uuid=validate_uuid(data['instance_uuid'],
                                         'instance_uuid'),
             network_id=validate_uuid(data['network_id'], 'network_id'),
@@ -256,13 +378,32 @@ class Binding:
             revision=_validate_int(data.get('revision', 0), 'revision', 0,
                                    MAX_REVISION),
             vif_type=vif_type,
-            netns=netns)
+            netns=netns,
+            port_security_enabled=port_security,
+            fixed_ips=_validate_fixed_ips(data.get('fixed_ips', [])),
+            allowed_address_pairs=_validate_pairs(
+                data.get('allowed_address_pairs', []), mac),
+            security_groups=groups)
 
     def to_dict(self):
-        """Return the binding as JSON primitives (the wire and store form)."""
+        """Return the binding as JSON primitives (the wire and store form).
+
+        Port-security fields at their defaults are left out, so a 1.0
+        binding keeps exactly its 1.0 form.
+        """
         data = dataclasses.asdict(self)
         if data['netns'] is None:
             del data['netns']
+        for field in _SECURITY_FIELDS:
+            if not data[field]:
+                del data[field]
+        if 'fixed_ips' in data:
+            data['fixed_ips'] = list(self.fixed_ips)
+        if 'security_groups' in data:
+            data['security_groups'] = list(self.security_groups)
+        if 'allowed_address_pairs' in data:
+            data['allowed_address_pairs'] = [
+                p.to_dict() for p in self.allowed_address_pairs]
         return data
 
     def same_content(self, other):
@@ -308,4 +449,6 @@ def parse_many(items, default_mtu=1500):
 
 
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Binding))
+_SECURITY_FIELDS = ('port_security_enabled', 'fixed_ips',
+                    'allowed_address_pairs', 'security_groups')
 _REQUIRED = ('port_id', 'mac_address', 'instance_uuid', 'network_id')

@@ -21,6 +21,8 @@ these classes on the caller's side.
 __all__ = [
     'VifAgentException',
     'InvalidBinding',
+    'InvalidSecurityGroup',
+    'SecurityGroupNotFound',
     'PortNotFound',
     'StaleRevision',
     'NetworkNotFound',
@@ -61,6 +63,21 @@ class InvalidBinding(VifAgentException):
         self.field = field
         self.reason = reason
         super().__init__(message, field=field, reason=reason, **kwargs)
+
+
+class InvalidSecurityGroup(VifAgentException):
+    """A security group failed validation; nothing was changed."""
+
+    msg_fmt = "Invalid security group field %(field)r: %(reason)s"
+
+    def __init__(self, message=None, field=None, reason=None, **kwargs):
+        self.field = field
+        self.reason = reason
+        super().__init__(message, field=field, reason=reason, **kwargs)
+
+
+class SecurityGroupNotFound(VifAgentException):
+    msg_fmt = "Security group %(security_group_id)s is not held on this host."
 
 
 class PortNotFound(VifAgentException):

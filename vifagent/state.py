@@ -105,6 +105,11 @@ class DesiredPort:
     tap: str = None
     tap_bridge: str = None
     down: str = None
+    #: the port's filter (a dataplane PortFilter) when port security is on
+    filter: object = None
+    #: (status, reason) that keeps the port on the dead VLAN: waiting for
+    #: a security group (PENDING), or a filter that failed (ERROR)
+    hold: tuple = None
 
     @property
     def port_id(self):
@@ -117,7 +122,7 @@ class DesiredPort:
     @property
     def tag(self):
         """The OVS tag once the host side is complete."""
-        if not self.binding.admin_state_up:
+        if not self.binding.admin_state_up or self.hold:
             return binding_mod.DEAD_VLAN
         return self.vlan
 
@@ -128,6 +133,11 @@ class DesiredPort:
             tap = binding.devices.tap
         return cls(binding=binding, vlan=vlan, tap=tap,
                    tap_bridge=tap_bridge, down=down)
+
+    @property
+    def key(self):
+        """The port's name key (what its devices and chains carry)."""
+        return binding_mod.name_key(self.binding.port_id)
 
 
 @dataclasses.dataclass(frozen=True)

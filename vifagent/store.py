@@ -32,12 +32,16 @@ from oslo_log import log as logging
 from vifagent import binding as binding_mod
 from vifagent import exception
 from vifagent import faults
+from vifagent import secgroup as secgroup_mod
 
 LOG = logging.getLogger(__name__)
 
 DB_NAME = 'vifagent.sqlite'
 MIN_VLAN = 1
 MAX_VLAN = 4094
+#: Conntrack zones of ports with port security (one each).
+MIN_ZONE = 1
+MAX_ZONE = 65535
 
 CREATED = 'created'
 UPDATED = 'updated'
@@ -72,6 +76,15 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE TABLE IF NOT EXISTS vlans (
     network_id TEXT PRIMARY KEY,
     vlan INTEGER NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS security_groups (
+    id TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS zones (
+    port_id TEXT PRIMARY KEY,
+    zone INTEGER NOT NULL UNIQUE
 );
 """
 
@@ -194,6 +207,88 @@ class Store:
         """Return ``{network_id: vlan}``."""
         return dict(self._read('SELECT network_id, vlan FROM vlans'))
 
+    def zones(self):
+        """Return ``{port_id: conntrack zone}``."""
+        return dict(self._read('SELECT port_id, zone FROM zones'))
+
+    def groups(self):
+        """``{id: SecurityGroup}`` of every stored group that validates."""
+        groups = {}
+        for group_id, data in self._read(
+                'SELECT id, data FROM security_groups ORDER BY id'):
+            try:
+                groups[group_id] = secgroup_mod.SecurityGroup.from_dict(
+                    json.loads(data))
+            except (exception.InvalidSecurityGroup, ValueError) as e:
+                # Treated as not held: ports that need it stay PENDING.
+                LOG.error('Stored security group %s no longer validates: '
+                          '%s', group_id, e)
+        return groups
+
+    def group(self, group_id):
+        """The stored SecurityGroup ``group_id``, or None."""
+        rows = self._read('SELECT data FROM security_groups WHERE id = ?',
+                          (group_id,))
+        if not rows:
+            return None
+        try:
+            return secgroup_mod.SecurityGroup.from_dict(json.loads(rows[0][0]))
+        except (exception.InvalidSecurityGroup, ValueError):
+            return None
+
+    def replace_groups(self, groups):
+        """Make ``groups`` the complete set, atomically.
+
+        Returns ``{CREATED|UPDATED|UNCHANGED|'removed': [ids]}``. A group
+        older than the stored one raises StaleRevision, changing nothing.
+        """
+        wanted = {g.id for g in groups}
+        result = {CREATED: [], UPDATED: [], UNCHANGED: [], 'removed': []}
+        with self._lock, self._transaction():
+            for (group_id,) in self._db.execute(
+                    'SELECT id FROM security_groups').fetchall():
+                if group_id not in wanted:
+                    self._db.execute('DELETE FROM security_groups '
+                                     'WHERE id = ?', (group_id,))
+                    result['removed'].append(group_id)
+            for group in groups:
+                result[self._put_group(group)].append(group.id)
+        return result
+
+    def update_group(self, group):
+        """Store a newer version of a held group.
+
+        Returns CREATED/UPDATED/UNCHANGED, or None when the group is not
+        held or ``group`` is older than the stored one (both ignored).
+        """
+        with self._lock, self._transaction():
+            row = self._db.execute(
+                'SELECT revision FROM security_groups WHERE id = ?',
+                (group.id,)).fetchone()
+            if row is None or group.revision < row[0]:
+                return None
+            return self._put_group(group)
+
+    def _put_group(self, group):
+        row = self._db.execute(
+            'SELECT revision, data FROM security_groups WHERE id = ?',
+            (group.id,)).fetchone()
+        data = json.dumps(group.to_dict(), sort_keys=True)
+        if row is not None:
+            if group.revision < row[0]:
+                raise exception.StaleRevision(
+                    'Security group %s: revision %s is older than the '
+                    'stored revision %s.' % (group.id, group.revision,
+                                             row[0]))
+            if data == row[1]:
+                return UNCHANGED
+        self._db.execute(
+            'INSERT INTO security_groups (id, revision, data) '
+            'VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET '
+            'revision = excluded.revision, data = excluded.data',
+            (group.id, group.revision, data))
+        return UPDATED if row is not None else CREATED
+
     def vlan_for(self, network_id):
         rows = self._read('SELECT vlan FROM vlans WHERE network_id = ?',
                           (network_id,))
@@ -299,6 +394,7 @@ class Store:
         if row is not None:
             # A port that moved network frees its old VLAN first.
             self._release_if_unused(current.network_id)
+        self._zone(binding)
         vlan = self._allocate(binding.network_id, busy)
         return (UPDATED if row is not None else CREATED), vlan
 
@@ -320,6 +416,7 @@ class Store:
                          'VALUES (?, ?)', (port_id, row[3]))
         self._db.execute('DELETE FROM reported WHERE port_id = ?',
                          (port_id,))
+        self._db.execute('DELETE FROM zones WHERE port_id = ?', (port_id,))
         self._release_if_unused(old.network_id)
         return old
 
@@ -376,6 +473,27 @@ class Store:
         self._db.execute('INSERT INTO vlans (network_id, vlan) VALUES (?, ?)',
                          (network_id, vlan))
         return vlan
+
+    def _zone(self, binding):
+        """Give a port with port security its own conntrack zone."""
+        db = self._db
+        if not binding.port_security_enabled:
+            db.execute('DELETE FROM zones WHERE port_id = ?',
+                       (binding.port_id,))
+            return
+        if db.execute('SELECT 1 FROM zones WHERE port_id = ?',
+                      (binding.port_id,)).fetchone():
+            return
+        # The lowest free zone: a gap left by a removed port first.
+        row = db.execute(
+            'SELECT MIN(z.zone + 1) FROM (SELECT 0 AS zone UNION ALL '
+            'SELECT zone FROM zones) z WHERE z.zone + 1 NOT IN '
+            '(SELECT zone FROM zones)').fetchone()
+        zone = row[0]
+        if zone is None or zone > MAX_ZONE:
+            raise exception.DataplaneError(reason='no free conntrack zone')
+        db.execute('INSERT INTO zones (port_id, zone) VALUES (?, ?)',
+                   (binding.port_id, zone))
 
     def _release_if_unused(self, network_id):
         in_use = self._db.execute(

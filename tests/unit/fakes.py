@@ -25,9 +25,11 @@ import threading
 
 from tests.unit.reconcile import simulate
 from vifagent import binding as binding_mod
+from vifagent.dataplane import firewall as fw_mod
 from vifagent import exception
 from vifagent.reconcile import apply
 from vifagent.reconcile import plan as plan_mod
+from vifagent import secgroup
 from vifagent import state
 
 OWNER = 'test-host'
@@ -150,7 +152,91 @@ class FakeOvs:
         pass
 
 
-def engine(host=None):
+class FakeFirewall:
+    """Firewall's interface over a Ruleset kept in memory.
+
+    Batches are applied with iptables-restore's and ipset's semantics as
+    the planner relies on them; ``fail`` makes the next applies fail.
+    """
+
+    def __init__(self):
+        self.rules = fw_mod.Ruleset()
+        self.fail = None
+        self.applied = []
+        self.member_updates = []
+
+    def observe(self):
+        return fw_mod.Ruleset(chains=dict(self.rules.chains),
+                              jumps=set(self.rules.jumps),
+                              sets=dict(self.rules.sets),
+                              sysctls={n: '1' for n in fw_mod.SYSCTLS},
+                              arp=dict(self.rules.arp),
+                              arp_map=dict(self.rules.arp_map),
+                              arp_base=self.rules.arp_base)
+
+    def update_members(self, groups):
+        """Like the daemon: existing sets only; (written, error)."""
+        written = 0
+        for group in groups:
+            for family in fw_mod.FAMILIES:
+                name = secgroup.set_name(group.id, family)
+                want = frozenset(group.members[family == 6])
+                if name in self.rules.sets and \
+                        self.rules.sets[name][1] != want:
+                    self.rules.sets[name] = (family, want)
+                    written += 1
+        self.member_updates.append(written)
+        return written, self.fail
+
+    def apply(self, batch):
+        self.applied.append(batch)
+        if self.fail:
+            return self.fail
+        rules = self.rules
+        for name, family in batch.set_creates:
+            rules.sets[name] = (family, frozenset())
+        for name, ip in batch.set_adds:
+            family, members = rules.sets[name]
+            rules.sets[name] = (family, members | {ip})
+        for name, ip in batch.set_dels:
+            family, members = rules.sets[name]
+            rules.sets[name] = (family, members - {ip})
+        for (family, table), ops in batch.tables.items():
+            if ops.create_hook:
+                hook = (family, table, secgroup.HOOK_CHAINS[table][1])
+                rules.chains.setdefault(hook, ())
+            for chain in ops.declare:
+                rules.chains[(family, table, chain)] = ()
+            for chain, rule in ops.delete_rules:
+                key = (family, table, chain)
+                rules.chains[key] = tuple(r for r in rules.chains[key]
+                                          if r != rule)
+            for chain, rule in ops.append:
+                key = (family, table, chain)
+                rules.chains[key] = rules.chains.get(key, ()) + (rule,)
+            if ops.hook == 'insert':
+                rules.jumps.add((family, table))
+            elif ops.hook == 'delete':
+                rules.jumps.discard((family, table))
+            for chain in ops.destroy:
+                del rules.chains[(family, table, chain)]
+        for name in batch.set_destroys:
+            del rules.sets[name]
+        for op in batch.arp:
+            if op[0] == 'base':
+                rules.arp_base = True
+            elif op[0] == 'chain':
+                rules.arp[op[1]] = tuple(op[2])
+            elif op[0] == 'element':
+                rules.arp_map[op[1]] = op[2]
+            elif op[0] == 'delete_element':
+                del rules.arp_map[op[1]]
+            elif op[0] == 'delete_chain':
+                del rules.arp[op[1]]
+        return None
+
+
+def engine(host=None, firewall=None):
     """The real plug engine over a FakeHost (made if not given)."""
     host = host or FakeHost()
-    return apply.Engine(FakeLinux(host), FakeOvs(host), OWNER)
+    return apply.Engine(FakeLinux(host), FakeOvs(host), OWNER, firewall)

@@ -284,3 +284,75 @@ class TestNearMisses(base.BaseTestCase):
         else:
             self.assertRaises(exception.InvalidBinding,
                               binding.validate_netns, value)
+
+
+GROUP = '7c3d1a2b-0000-4000-8000-00000000aaaa'
+
+
+class TestPortSecurityFields(base.BaseTestCase):
+    """API 1.1 binding fields: defaults, normal forms, exact errors."""
+
+    def assertInvalid(self, field, **overrides):
+        e = self.assertRaises(exception.InvalidBinding,
+                              binding.Binding.from_dict, good(**overrides))
+        self.assertEqual(field, e.field)
+
+    def test_defaults_keep_the_1_0_form(self):
+        b = binding.Binding.from_dict(good())
+        self.assertFalse(b.port_security_enabled)
+        self.assertEqual((), b.fixed_ips)
+        for field in ('port_security_enabled', 'fixed_ips',
+                      'allowed_address_pairs', 'security_groups'):
+            self.assertNotIn(field, b.to_dict())
+
+    def test_round_trip(self):
+        b = binding.Binding.from_dict(good(
+            port_security_enabled=True,
+            fixed_ips=['10.0.0.5', '2001:DB8::5'],
+            allowed_address_pairs=[
+                {'ip_address': '10.1.0.9/24'},
+                {'ip_address': '10.2.0.1',
+                 'mac_address': 'FA:16:3E:00:00:02'}],
+            security_groups=[GROUP.upper()]))
+        self.assertEqual(('10.0.0.5', '2001:db8::5'), b.fixed_ips)
+        self.assertEqual('10.1.0.0/24', b.allowed_address_pairs[0].ip_address)
+        # A pair without a MAC uses the port's.
+        self.assertEqual('fa:16:3e:00:00:01',
+                         b.allowed_address_pairs[0].mac_address)
+        self.assertEqual('fa:16:3e:00:00:02',
+                         b.allowed_address_pairs[1].mac_address)
+        self.assertEqual((GROUP,), b.security_groups)
+        self.assertEqual(b, binding.Binding.from_dict(b.to_dict()))
+
+    def test_errors_name_the_field(self):
+        self.assertInvalid('port_security_enabled',
+                           port_security_enabled='yes')
+        self.assertInvalid('fixed_ips', fixed_ips='10.0.0.1')
+        self.assertInvalid('fixed_ips', fixed_ips=['10.0.0.0/24'])
+        self.assertInvalid('fixed_ips', fixed_ips=['10.0.0.300'])
+        self.assertInvalid('fixed_ips', fixed_ips=['10.0.0.1', '10.0.0.1'])
+        self.assertInvalid('fixed_ips', fixed_ips=[
+            '10.0.%d.%d' % (i // 250, i % 250) for i in range(33)])
+        self.assertInvalid('allowed_address_pairs.ip_address',
+                           allowed_address_pairs=[{'ip_address': '10.0/x'}])
+        self.assertInvalid('allowed_address_pairs.ip_address',
+                           allowed_address_pairs=[{'mac_address':
+                                                   'fa:16:3e:00:00:02'}])
+        self.assertInvalid('allowed_address_pairs.mac_address',
+                           allowed_address_pairs=[{'ip_address': '10.0.0.9',
+                                                   'mac_address': 'ff'}])
+        self.assertInvalid('allowed_address_pairs.color',
+                           allowed_address_pairs=[{'ip_address': '10.0.0.9',
+                                                   'color': 'red'}])
+        self.assertInvalid('allowed_address_pairs', allowed_address_pairs=[
+            {'ip_address': '10.0.0.%d' % i} for i in range(33)])
+        self.assertInvalid('security_groups', port_security_enabled=True,
+                           security_groups=['not-a-uuid'])
+        self.assertInvalid('security_groups', port_security_enabled=True,
+                           security_groups=[str(uuid.uuid4())
+                                            for _ in range(17)])
+
+    def test_groups_need_port_security(self):
+        self.assertInvalid('security_groups', security_groups=[GROUP])
+        self.assertInvalid('security_groups', port_security_enabled=False,
+                           security_groups=[GROUP])

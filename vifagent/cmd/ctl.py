@@ -36,7 +36,8 @@ from vifagent.rpc import registry as registry_mod
 CONF = cfg.CONF
 
 _PORT_COLUMNS = ('port_id', 'status', 'vlan', 'revision', 'tap', 'qbr',
-                 'qvo', 'reason')
+                 'qvo', 'groups', 'reason')
+_GROUP_COLUMNS = ('id', 'revision', 'stateful', 'rules', 'members')
 
 
 def _parser():
@@ -64,6 +65,13 @@ def _parser():
     bind.add_argument('--admin-down', action='store_true')
     bind.add_argument('--netns', help='bind as vif_type netns into this '
                                       'network namespace')
+    bind.add_argument('--port-security', action='store_true',
+                      help='filter the port (port_security_enabled)')
+    bind.add_argument('--fixed-ip', action='append', dest='fixed_ips',
+                      help='an address of the port (repeatable)')
+    bind.add_argument('--security-group', action='append',
+                      dest='security_groups',
+                      help='a security group id (repeatable)')
     for name in ('unbind', 'show'):
         cmd = sub.add_parser(name, help='%s a port' % name)
         cmd.add_argument('port_id')
@@ -72,6 +80,18 @@ def _parser():
                                        'complete set of the host')
     sync.add_argument('file', help='a JSON list of bindings (- for stdin)')
     sub.add_parser('status', help='show the agent state')
+    sub.add_parser('groups', help='list the security groups the agent '
+                                  'holds')
+    group = sub.add_parser('group', help='show one security group')
+    group.add_argument('security_group_id')
+    sync_groups = sub.add_parser(
+        'sync-groups', help='make a JSON file of security groups the '
+                            'complete set the agent holds')
+    sync_groups.add_argument('file', help='a JSON list of groups (- for '
+                                          'stdin)')
+    update = sub.add_parser('group-update', help='cast one changed group '
+                                                 'to every agent')
+    update.add_argument('file', help='a JSON group (- for stdin)')
     watch = sub.add_parser('watch', help='print status changes and '
                                          'heartbeats as they arrive')
     watch.add_argument('--count', type=int,
@@ -181,13 +201,48 @@ def _binding_from_args(args):
         binding['admin_state_up'] = False
     if args.netns:
         binding.update(vif_type='netns', netns=args.netns)
+    if args.port_security:
+        binding['port_security_enabled'] = True
+    for field in ('fixed_ips', 'security_groups'):
+        if getattr(args, field):
+            binding[field] = getattr(args, field)
     return binding
+
+
+def _load(path):
+    stream = sys.stdin if path == '-' else open(path)
+    with stream:
+        return json.load(stream)
 
 
 def _port_row(port):
     devices = port.get('devices') or {}
     row = dict(port, **{k: devices.get(k) for k in ('tap', 'qbr', 'qvo')})
+    row['groups'] = ','.join(port.get('security_groups') or ()) or (
+        'unfiltered' if not port.get('port_security_enabled') else 'none')
     return [row.get(c) for c in _PORT_COLUMNS]
+
+
+def _group_row(group):
+    members = group.get('members') or {}
+    return [group['id'], group['revision'], group['stateful'],
+            len(group['rules']),
+            sum(len(v) for v in members.values())]
+
+
+def _rule_text(rule):
+    """One rule in a line, the way an operator reads it."""
+    parts = [rule['direction'], rule['ethertype'],
+             str(rule['protocol'] if rule['protocol'] is not None
+                 else 'any')]
+    if rule['port_range_min'] is not None:
+        parts.append('%s-%s' % (rule['port_range_min'],
+                                rule['port_range_max']))
+    if rule['remote_ip_prefix']:
+        parts.append('remote %s' % rule['remote_ip_prefix'])
+    if rule['remote_group_id']:
+        parts.append('remote group %s' % rule['remote_group_id'])
+    return ' '.join(parts)
 
 
 def _table(header, rows, out):
@@ -206,7 +261,16 @@ def _print(args, value, out):
         json.dump(value, out, indent=2, sort_keys=True)
         out.write('\n')
         return
-    if isinstance(value, list):
+    if args.command == 'groups':
+        _table(_GROUP_COLUMNS, [_group_row(g) for g in value], out)
+    elif args.command == 'group':
+        _table(_GROUP_COLUMNS, [_group_row(value)], out)
+        for rule in value['rules']:
+            out.write('  %s\n' % _rule_text(rule))
+    elif args.command == 'sync-groups':
+        for key in ('added', 'updated', 'unchanged', 'removed'):
+            out.write('%-10s %s\n' % (key + ':', ' '.join(value[key])))
+    elif isinstance(value, list):
         _table(_PORT_COLUMNS, [_port_row(p) for p in value], out)
     elif args.command in ('bind', 'show'):
         _table(_PORT_COLUMNS, [_port_row(value)], out)
@@ -295,9 +359,16 @@ def run(args, out=sys.stdout):
         elif args.command == 'list':
             value = agent.list_ports()
         elif args.command == 'sync':
-            stream = sys.stdin if args.file == '-' else open(args.file)
-            with stream:
-                value = agent.sync_ports(json.load(stream))
+            value = agent.sync_ports(_load(args.file))
+        elif args.command == 'groups':
+            value = agent.list_security_groups()
+        elif args.command == 'group':
+            value = agent.get_security_group(args.security_group_id)
+        elif args.command == 'sync-groups':
+            value = agent.sync_security_groups(_load(args.file))
+        elif args.command == 'group-update':
+            agent.security_group_update(_load(args.file))
+            return 0
         else:
             value = agent.get_agent_state()
         _print(args, value, out)

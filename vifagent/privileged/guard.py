@@ -26,13 +26,21 @@ against the devices as the daemon itself reads them:
 * a marker written is always this port's; a master is always its qbr;
 * deletion needs the device's own marker, read again here (or is of an
   unmarked veth named like ours: an end of a chain being adopted);
-* namespaces are named as the binding rules allow.
+* namespaces are named as the binding rules allow;
+* firewall batches name only chains and sets with our prefix, the only
+  rule written to a built-in chain is the jump to our hook chain, and
+  rules jump only to our chains or to plain verdicts.
 """
+
+import ipaddress
+import re
+import shlex
 
 from vifagent import binding as binding_mod
 from vifagent import exception
 from vifagent.kernel import rtnl
 from vifagent.ops import Op
+from vifagent import secgroup
 
 _TAP_OPS = frozenset([Op.SET_MASTER, Op.SET_MTU, Op.SET_UP])
 
@@ -156,3 +164,204 @@ def check_netns(netns):
         binding_mod.validate_netns(netns)
     except exception.InvalidBinding:
         raise Refused('namespace %r refused' % (netns,))
+
+
+FIREWALL_SYSCTLS = ('net.bridge.bridge-nf-call-iptables',
+                    'net.bridge.bridge-nf-call-ip6tables')
+_VERDICTS = frozenset(['ACCEPT', 'DROP', 'RETURN', 'CT'])
+
+
+def _our_chain(name):
+    if not (secgroup.ours(name) and len(name) <= 28 and
+            all(c.isalnum() or c in '-_' for c in name)):
+        raise Refused('chain %r is not ours' % (name,))
+    return name
+
+
+def _rule(spec):
+    """Check one rule spec; its targets must be ours or verdicts."""
+    if not isinstance(spec, str) or '\n' in spec or '\r' in spec:
+        raise Refused('rule %r refused' % (spec,))
+    try:
+        words = shlex.split(spec)
+    except ValueError:
+        raise Refused('rule %r does not parse' % (spec,))
+    for i, word in enumerate(words):
+        if word in ('-j', '--jump', '-g', '--goto'):
+            target = words[i + 1] if i + 1 < len(words) else ''
+            if target not in _VERDICTS:
+                _our_chain(target)
+        if word == '--match-set':
+            name = words[i + 1] if i + 1 < len(words) else ''
+            if not secgroup.ours(name):
+                raise Refused('set %r is not ours' % (name,))
+    return spec
+
+
+def _table_text(table, lines, before):
+    """The iptables-restore input of one table's checked commands.
+
+    Commands that must not be part of the restore (making the hook chain
+    and its jump only if missing) are appended to ``before`` as argv
+    lists of idempotent steps.
+    """
+    builtin, hook = secgroup.HOOK_CHAINS[table]
+    out = ['*' + table]
+    for line in lines:
+        if not isinstance(line, (list, tuple)) or not line:
+            raise Refused('not a firewall command: %r' % (line,))
+        op, args = line[0], list(line[1:])
+        if op == 'create_hook' and not args:
+            before.append(('create', table, hook))
+        elif op == 'hook' and args == ['insert']:
+            before.append(('jump', table, builtin, hook))
+        elif op == ':' and len(args) == 1:
+            out.append(':%s - [0:0]' % _our_chain(args[0]))
+        elif op in ('-A', '-D') and len(args) == 2:
+            out.append('%s %s %s' % (op, _our_chain(args[0]),
+                                     _rule(args[1])))
+        elif op == '-X' and len(args) == 1:
+            out.append('-X %s' % _our_chain(args[0]))
+        elif op == 'hook' and args == ['delete']:
+            out.append('-D %s -j %s' % (builtin, hook))
+        else:
+            raise Refused('firewall command %r refused' % (line,))
+    out.append('COMMIT')
+    return '\n'.join(out) + '\n'
+
+
+def check_set_name(name):
+    """Refuse any set name that is not one of ours."""
+    if not secgroup.ours(name) or len(name) > 31 or \
+            not all(c.isalnum() or c in '-_' for c in name):
+        raise Refused('set %r is not ours' % (name,))
+    return name
+
+
+def check_family(family):
+    if family not in (4, 6):
+        raise Refused('family %r refused' % (family,))
+    return family
+
+
+def check_member(member, family):
+    """A set member: an address of the set's family, canonical."""
+    try:
+        ip = ipaddress.ip_address(member)
+    except (TypeError, ValueError):
+        raise Refused('member %r is not an address' % (member,))
+    if ip.version != family:
+        raise Refused('member %s is not of family %d' % (ip, family))
+    return str(ip)
+
+
+def _set_line(item):
+    if not isinstance(item, (list, tuple)) or len(item) != 3:
+        raise Refused('not a set command: %r' % (item,))
+    op, name, arg = item
+    check_set_name(name)
+    if op == 'create' and arg in (4, 6):
+        return 'create %s hash:ip family %s' % (
+            name, 'inet' if arg == 4 else 'inet6')
+    if op in ('add', 'del') and isinstance(arg, str):
+        try:
+            ip = ipaddress.ip_address(arg)
+        except ValueError:
+            raise Refused('member %r is not an address' % (arg,))
+        return '%s %s %s' % (op, name, ip)
+    raise Refused('set command %r refused' % (item,))
+
+
+_ARP_RULE = re.compile(r'arp saddr ether [0-9a-f]{2}(:[0-9a-f]{2}){5} '
+                       r'arp saddr ip [0-9.]{7,15}(/[0-9]{1,2})? return|drop')
+
+
+def _arp_chain(name):
+    if not (isinstance(name, str) and secgroup.chain_key(name) and
+            name[4] == 'a' and all(c.isalnum() or c == '-' for c in name)):
+        raise Refused('ARP chain %r is not ours' % (name,))
+    return name
+
+
+def _qvb(name, chain=None):
+    key = secgroup.chain_key(chain) if chain else (
+        name[3:] if isinstance(name, str) else None)
+    if not (isinstance(name, str) and key and
+            name == binding_mod.BRIDGE_VETH_PREFIX + key and
+            all(c.isalnum() or c == '-' for c in name)):
+        raise Refused('%r is not the qvb of %r' % (name, chain))
+    return name
+
+
+def arp_text(ops):
+    """The ``nft -f`` input of checked bridge-table commands."""
+    table = 'bridge %s' % secgroup.ARP_TABLE
+    base, amap = secgroup.ARP_BASE, secgroup.ARP_MAP
+    out = []
+    for op in ops or ():
+        if not isinstance(op, (list, tuple)) or not op:
+            raise Refused('not an ARP command: %r' % (op,))
+        kind, args = op[0], list(op[1:])
+        if kind == 'base' and not args:
+            out += ['add table %s' % table,
+                    'add chain %s %s { type filter hook forward priority 0; '
+                    'policy accept; }' % (table, base),
+                    'add map %s %s { type ifname : verdict; }' % (
+                        table, amap),
+                    'flush chain %s %s' % (table, base),
+                    'add rule %s %s ether type arp oifname vmap @%s' % (
+                        table, base, amap)]
+        elif kind == 'chain' and len(args) == 2 and \
+                isinstance(args[1], (list, tuple)):
+            chain = _arp_chain(args[0])
+            out += ['add chain %s %s' % (table, chain),
+                    'flush chain %s %s' % (table, chain)]
+            for rule in args[1]:
+                if not isinstance(rule, str) or not _ARP_RULE.fullmatch(rule):
+                    raise Refused('ARP rule %r refused' % (rule,))
+                out.append('add rule %s %s %s' % (table, chain, rule))
+        elif kind == 'element' and len(args) == 2:
+            chain = _arp_chain(args[1])
+            out.append('add element %s %s { "%s" : jump %s }' % (
+                table, amap, _qvb(args[0], chain), chain))
+        elif kind == 'delete_element' and len(args) == 1:
+            out.append('delete element %s %s { "%s" }' % (
+                table, amap, _qvb(args[0])))
+        elif kind == 'delete_chain' and len(args) == 1:
+            chain = _arp_chain(args[0])
+            out += ['flush chain %s %s' % (table, chain),
+                    'delete chain %s %s' % (table, chain)]
+        else:
+            raise Refused('ARP command %r refused' % (op,))
+    return '\n'.join(out) + '\n' if out else ''
+
+
+def check_firewall(batch):
+    """Check an encoded firewall batch; return what the daemon runs.
+
+    ``(tables, set_lines, destroy_lines, sysctls, arp)`` where tables is
+    a list of ``(family, steps before, restore text)`` and arp the
+    ``nft -f`` input.
+    """
+    if not isinstance(batch, dict):
+        raise Refused('a firewall batch must be a dict')
+    by_family = {}
+    for item in batch.get('tables') or ():
+        if not isinstance(item, (list, tuple)) or len(item) != 3:
+            raise Refused('not a table: %r' % (item,))
+        family, table, lines = item
+        if family not in (4, 6) or table not in secgroup.HOOK_CHAINS:
+            raise Refused('table %r of family %r refused' % (table, family))
+        before, texts = by_family.setdefault(family, ([], []))
+        texts.append(_table_text(table, lines, before))
+    tables = [(f, before, ''.join(texts))
+              for f, (before, texts) in sorted(by_family.items())]
+    sets = [_set_line(item) for item in batch.get('sets') or ()]
+    destroys = []
+    for name in batch.get('destroy_sets') or ():
+        destroys.append('destroy %s' % check_set_name(name))
+    sysctls = list(batch.get('sysctls') or ())
+    for name in sysctls:
+        if name not in FIREWALL_SYSCTLS:
+            raise Refused('sysctl %r refused' % (name,))
+    return tables, sets, destroys, sysctls, arp_text(batch.get('arp'))

@@ -34,6 +34,7 @@ from vifagent import state
 __all__ = [
     'Counters',
     'Engine',
+    'FirewallStats',
 ]
 
 LOG = logging.getLogger(__name__)
@@ -51,17 +52,38 @@ class Counters:
     link_deletes: int = 0
     ovsdb_transactions: int = 0
     netns_ops: int = 0
+    #: firewall: batches applied, per-port chains written, dispatch
+    #: rules added or deleted, sets written
+    firewall_batches: int = 0
+    firewall_chains: int = 0
+    firewall_rules: int = 0
+    firewall_sets: int = 0
+
+
+@dataclasses.dataclass
+class FirewallStats:
+    """What the firewall step read and how long a member change took."""
+
+    dumps: int = 0
+    #: how long the last membership update took to apply, in ms
+    last_members_ms: float = None
 
 
 class Engine:
     """Builds and removes hybrid chains on one host."""
 
-    def __init__(self, linux, ovs, owner):
+    def __init__(self, linux, ovs, owner, firewall=None):
         self.linux = linux
         self.ovs = ovs
         self.owner = owner
+        #: None: no firewall on this host (port security ports are ERROR)
+        self.firewall = firewall
         self.observer = observe_mod.Observer(linux, ovs)
         self.counters = Counters()
+        self.firewall_stats = FirewallStats()
+        # Port keys that had firewall objects at the last look (None: not
+        # looked yet; a host without port security never needs to).
+        self._filtered_keys = None
 
     @classmethod
     def from_conf(cls, conf, ensure_bridge=True, wait=True):
@@ -84,9 +106,10 @@ class Engine:
                                   ssl_key_file=conf.ovs.ssl_key_file,
                                   ssl_cert_file=conf.ovs.ssl_cert_file,
                                   ssl_ca_cert_file=conf.ovs.ssl_ca_cert_file)
+        from vifagent.dataplane import firewall
         ovs_dp.start(ensure_bridge, wait=wait)
         return cls(linux.LinuxDataplane(conf.agent.privsep_timeout), ovs_dp,
-                   conf.host)
+                   conf.host, firewall.Firewall(conf.agent.privsep_timeout))
 
     def stop(self):
         self.ovs.stop()
@@ -96,10 +119,133 @@ class Engine:
         """What the host holds for ``names`` (None: all of ours)."""
         return self.observer.observe(names)
 
+    # -- firewall ---------------------------------------------------------
+    def _filter(self, ports, groups, full, keep):
+        """Apply the filters of ``ports``; return them with failures held.
+
+        Only port keys in play are touched: those of ports with a filter
+        and of ports that had one, never those in ``keep``. ``full`` (the
+        full pass) always looks, so it learns which keys have objects. A
+        port whose filter is not in place afterwards is held on the dead
+        VLAN in ERROR: never ACTIVE unfiltered.
+        """
+        from vifagent.dataplane import firewall as fw_mod
+        fw = self.firewall
+        filtered = [p for p in ports if p.filter is not None and not p.hold]
+        keep = set(keep) | {p.key for p in ports if p.hold}
+        if fw is None:
+            if not filtered:
+                return ports
+            return [dataclasses.replace(
+                p, hold=(state.ERROR, 'no firewall on this host'))
+                if p in filtered else p for p in ports]
+        # Only the keys of these ports: other agents on the host (tests,
+        # a demo) own theirs. What no port explains is collected with its
+        # chain, by unplug (see unfilter).
+        known = self._filtered_keys or set()
+        scope = ({p.key for p in filtered} |
+                 {p.key for p in ports if p.key in known}) - keep
+        # The full pass looks only where there is something to look for:
+        # a host without port security never starts the privileged daemon
+        # or runs a firewall tool for it.
+        if not scope and not (full and known):
+            return ports
+        desired = fw_mod.render([p.filter for p in filtered], groups)
+        failed = {}
+        try:
+            observed = self._fw_observe()
+            batch = fw_mod.plan(desired, observed, scope, keep)
+            if not batch.empty():
+                error = fw.apply(batch)
+                self.counters.firewall_batches += 1
+                self.counters.firewall_chains += batch.chains_written()
+                self.counters.firewall_rules += sum(
+                    len(t.delete_rules) + len(
+                        [c for c, _ in t.append if c.startswith('vifagent')])
+                    for t in batch.tables.values())
+                self.counters.firewall_sets += batch.set_writes()
+                if error:
+                    LOG.error('Firewall batch failed: %s', error)
+                    failed = {p.key: 'firewall: %s' % error
+                              for p in filtered}
+                observed = self._fw_observe()
+            bad = fw_mod.differing(desired, observed,
+                                   {p.key for p in filtered})
+            for key in bad:
+                failed.setdefault(key, 'filter not in place after apply')
+        except (OSError, ValueError, exception.PrivilegedError) as e:
+            LOG.error('Firewall unavailable: %s', e)
+            failed = {p.key: 'firewall: %s' % e for p in filtered}
+        return [dataclasses.replace(p, hold=(state.ERROR, failed[p.key]))
+                if p.key in failed and p.filter is not None else p
+                for p in ports]
+
+    def _fw_observe(self):
+        observed = self.firewall.observe()
+        self.firewall_stats.dumps += 1
+        self._filtered_keys = observed.keys()
+        return observed
+
+    def update_members(self, groups):
+        """Write new members of ``groups`` into their sets; one batch.
+
+        A membership change rewrites sets only: no port's rules.
+        Returns None or the error.
+        """
+        if self.firewall is None or not groups:
+            return None
+        started = time.monotonic()
+        try:
+            written, error = self.firewall.update_members(groups)
+        except (OSError, ValueError, exception.PrivilegedError) as e:
+            written, error = 0, str(e)
+        self.counters.firewall_batches += 1
+        self.counters.firewall_sets += written
+        self.firewall_stats.last_members_ms = round(
+            (time.monotonic() - started) * 1000, 2)
+        if error:
+            LOG.error('Could not update the members of %s: %s',
+                      ', '.join(g.id for g in groups), error)
+        return error
+
+    def unfilter(self, port_ids):
+        """Remove the firewall objects of ports (those that have any)."""
+        keys = {binding_mod.name_key(pid) for pid in port_ids}
+        if self.firewall is None:
+            return
+        if self._filtered_keys is None:
+            try:
+                self._fw_observe()
+            except (OSError, ValueError, exception.PrivilegedError) as e:
+                LOG.error('Firewall unavailable: %s', e)
+                return
+        if not keys & self._filtered_keys:
+            return
+        from vifagent.dataplane import firewall as fw_mod
+        try:
+            batch = fw_mod.plan(fw_mod.render([], {}), self._fw_observe(),
+                                keys & self._filtered_keys)
+            if not batch.empty():
+                error = self.firewall.apply(batch)
+                self.counters.firewall_batches += 1
+                if error:
+                    LOG.error('Could not remove firewall objects of %s: %s',
+                              ', '.join(sorted(port_ids)), error)
+        except (OSError, ValueError, exception.PrivilegedError) as e:
+            LOG.error('Firewall unavailable: %s', e)
+
     # -- plug -------------------------------------------------------------
-    def plug(self, ports):
-        """Make each DesiredPort's chain whole; return {port_id: result}."""
+    def plug(self, ports, groups=None, full=False, keep=()):
+        """Make each DesiredPort's chain whole; return {port_id: result}.
+
+        ``groups`` (``{id: SecurityGroup}``) feeds the ports' filters;
+        ``full`` makes the firewall step look even when no port has a
+        filter; port keys in ``keep`` are never touched.
+        """
         ports = list(ports)
+        if not ports and not full:
+            return {}
+        ports = self._filter(ports, groups or {}, full, keep)
         if not ports:
             return {}
         names = observe_mod.names_of(ports)
@@ -244,6 +390,8 @@ class Engine:
                     result.status = state.PENDING
                     result.reason = 'on VLAN %d until its Linux side is ' \
                         'complete; %s' % (binding_mod.DEAD_VLAN, result.reason)
+            elif port.hold:
+                result.status, result.reason = port.hold
             elif not _attached(observed.ovs_ports.get(port.devices.qvo)):
                 qvo = observed.ovs_ports.get(port.devices.qvo)
                 result.reason = 'ovs-vswitchd did not attach %s%s' % (
@@ -286,6 +434,8 @@ class Engine:
         for name in plan.foreign:
             LOG.warning('Leaving %s alone: it carries no vifagent marker',
                         name)
+        # The filter goes last: the port is off the switch by now.
+        self.unfilter(port_ids)
         left = self.observe(names)
         results = {}
         for pid in port_ids:

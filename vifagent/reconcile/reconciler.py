@@ -30,6 +30,7 @@ import threading
 from oslo_log import log as logging
 
 from vifagent import binding as binding_mod
+from vifagent.dataplane import firewall as fw_mod
 from vifagent import exception
 from vifagent import faults
 from vifagent.reconcile import gc
@@ -166,6 +167,83 @@ class Reconciler:
         if failed:
             self.worker.mark(failed)  # retried with backoff
 
+    # -- security groups --------------------------------------------------
+    def sync_groups(self, groups):
+        """Make ``groups`` the complete set held; refilter their ports."""
+        with self._lock:
+            before = self.store.groups()
+            result = self.store.replace_groups(groups)
+            changed = set(result[store_mod.CREATED] +
+                          result[store_mod.UPDATED] + result['removed'])
+            self._refilter(changed, before)
+        return {'added': result[store_mod.CREATED],
+                'updated': result[store_mod.UPDATED],
+                'unchanged': result[store_mod.UNCHANGED],
+                'removed': result['removed']}
+
+    def update_group(self, group):
+        """One group changed: ignored unless held and not older."""
+        with self._lock:
+            before = self.store.groups()
+            action = self.store.update_group(group)
+            if action is None:
+                LOG.debug('Ignoring update of security group %s (not held '
+                          'or older)', group.id)
+                return None
+            if action != store_mod.UNCHANGED:
+                self._refilter({group.id}, before)
+            return action
+
+    def get_group(self, group_id):
+        group = self.store.group(group_id)
+        if group is None:
+            raise exception.SecurityGroupNotFound(security_group_id=group_id)
+        return group.to_dict()
+
+    def list_groups(self):
+        return [g.to_dict() for g in self.store.groups().values()]
+
+    def _refilter(self, changed, before):
+        """Bring the filters that depend on ``changed`` groups up to date.
+
+        A group whose only change is its members costs one set update;
+        any other change plugs again the ports whose filter uses it.
+        """
+        if not changed:
+            return
+        after = self.store.groups()
+        members_only = [
+            after[gid] for gid in sorted(changed)
+            if gid in before and gid in after and
+            dataclasses.replace(before[gid], revision=0,
+                                members=after[gid].members) ==
+            dataclasses.replace(after[gid], revision=0)]
+        if members_only:
+            error = self.engine.update_members(members_only)
+            if error is None:
+                changed = changed - {g.id for g in members_only}
+            if not changed:
+                return
+        groups = dict(before)
+        groups.update(after)
+        ports = []
+        for b in self.store.all():
+            if not b.port_security_enabled:
+                continue
+            needed = set(b.security_groups)
+            for gid in b.security_groups:
+                if gid in groups:
+                    needed |= groups[gid].remote_groups()
+            if needed & changed:
+                ports.append(b)
+        if ports:
+            LOG.info('Security groups %s changed: %d ports to refilter',
+                     ', '.join(sorted(changed)), len(ports))
+            results = self._plug(ports)
+            failed = [pid for pid, r in results.items() if r.failed]
+            if failed:
+                self.worker.mark(failed)
+
     # -- reads (never wait for a plug) ------------------------------------
     def get(self, port_id):
         binding = self.store.get(port_id)
@@ -210,6 +288,8 @@ class Reconciler:
             'mac_address': binding.mac_address,
             'mtu': binding.mtu,
             'admin_state_up': binding.admin_state_up,
+            'port_security_enabled': binding.port_security_enabled,
+            'security_groups': list(binding.security_groups),
             'devices': result.devices,
         }
 
@@ -244,7 +324,10 @@ class Reconciler:
             if self.engine.ovs.ensure_bridge():
                 self.stats.repairs['integration_bridge'] += 1
             bindings, quarantined = self.store.load()
-            results = self._plug(bindings) if bindings else {}
+            keep = {binding_mod.name_key(row.port_id) for row in quarantined}
+            keep |= {binding_mod.name_key(pid)
+                     for pid in self.store.unbinding()}
+            results = self._plug(bindings, full=True, keep=keep)
             self._quarantine(quarantined)
             observed = self.engine.observe(None)
             bound = {b.port_id for b in bindings + quarantined}
@@ -312,29 +395,68 @@ class Reconciler:
             return str(e)
         return None
 
-    def _plug(self, bindings):
+    def _with_filter(self, port, groups, zones):
+        """The DesiredPort with its filter, or held if it cannot have one.
+
+        A port that names a group not held yet waits for it on the dead
+        VLAN (PENDING); groups that mix stateful and stateless are an
+        ERROR. Either way it is never ACTIVE unfiltered.
+        """
+        b = port.binding
+        if not b.port_security_enabled:
+            return port
+        missing = [g for g in b.security_groups if g not in groups]
+        remote = set()
+        for gid in b.security_groups:
+            if gid in groups:
+                remote |= groups[gid].remote_groups()
+        missing += sorted(g for g in remote if g not in groups)
+        if missing:
+            return dataclasses.replace(port, hold=(
+                state.PENDING, 'waiting for security groups: %s' %
+                ', '.join(missing)))
+        mine = tuple(groups[g] for g in b.security_groups)
+        if len({g.stateful for g in mine}) > 1:
+            return dataclasses.replace(port, hold=(
+                state.ERROR, 'security groups mix stateful and stateless'))
+        zone = zones.get(b.port_id)
+        if zone is None:
+            return dataclasses.replace(port, hold=(
+                state.ERROR, 'no conntrack zone allocated'))
+        return dataclasses.replace(port, filter=fw_mod.PortFilter(
+            b, zone, mine, port.tap))
+
+    def _plug(self, bindings, full=False, keep=()):
         """Plug stored bindings; record and return their results.
 
         A binding stored under rules this agent no longer runs with (a
         netns port after netns ports were turned off) is not plugged: it
         is ERROR with the reason, and its chain is left as it is.
+        ``full``: the firewall step also collects our objects that no
+        port explains, but those of ``keep`` (port name keys).
         """
         vlans = self.store.vlans()
+        groups = self.store.groups()
+        zones = self.store.zones()
         results = {}
         ports = []
+        keep = set(keep)
         for b in bindings:
             refusal = self._refusal(b)
             if refusal:
+                keep.add(binding_mod.name_key(b.port_id))
                 results[b.port_id] = state.PortResult(
                     port_id=b.port_id, status=state.ERROR, reason=refusal,
                     vlan=vlans[b.network_id],
                     devices=dict(dataclasses.asdict(b.devices), tap=None))
             else:
-                ports.append(self._desired(b, vlans[b.network_id]))
+                ports.append(self._with_filter(
+                    self._desired(b, vlans[b.network_id]), groups, zones))
         for port in ports:
             self.index.add(port.port_id, port.binding.instance_uuid,
                            port.tap)
-        results.update(self.engine.plug(ports))
+        results.update(self.engine.plug(ports, groups, full=full,
+                                        keep=keep))
         self._results.update(results)
         self._snapshot = dict(self._results)
         self.status.record({pid: (r.status, r.reason)
@@ -364,6 +486,7 @@ class Reconciler:
             'ports': sum(counts.values()),
             'ports_by_status': counts,
             'counters': dataclasses.asdict(self.engine.counters),
+            'firewall': dataclasses.asdict(self.engine.firewall_stats),
             'reconcile': self.stats.to_dict(),
             'garbage_collection': self.collector.to_dict(),
             'store': {'identity': self.store.identity},

@@ -17,6 +17,10 @@ API history:
 * 1.0 - bind_port, unbind_port, get_port, list_ports, sync_ports,
   get_agent_state; fanout cast network_update. Reports (agent to
   controller): casts port_status and report_state.
+* 1.1 - port security: bindings may carry port_security_enabled,
+  fixed_ips, allowed_address_pairs and security_groups; calls
+  sync_security_groups, get_security_group, list_security_groups and the
+  fanout cast security_group_update. 1.0 clients keep working.
 * reports 1.1 - cast resync_request(host, reason): the agent needs the
   controller's full view (a sync_ports). port_status and report_state
   are still sent as 1.0, so 1.0 listeners keep working.
@@ -36,7 +40,7 @@ __all__ = [
     'set_defaults',
 ]
 
-API_VERSION = '1.0'
+API_VERSION = '1.1'
 REPORT_VERSION = '1.1'
 ALLOWED_EXMODS = ['vifagent.exception']
 

@@ -38,12 +38,16 @@ class AgentClient:
     def __init__(self, transport, host, topic='vifagent', timeout=None,
                  version_cap=rpc.API_VERSION):
         self.host = host
-        target = messaging.Target(topic=topic, version=rpc.API_VERSION)
+        # Calls of 1.0 are sent as 1.0, so a client pinned at 1.0 (or an
+        # agent that serves only 1.0) still takes them; 1.1 calls ask
+        # for 1.1 themselves.
+        target = messaging.Target(topic=topic, version='1.0')
         self._client = messaging.get_rpc_client(
             transport, target, version_cap=version_cap, timeout=timeout)
 
-    def _call(self, method, **kwargs):
-        cctxt = self._client.prepare(server=self.host)
+    def _call(self, method, version=None, **kwargs):
+        options = {'version': version} if version else {}
+        cctxt = self._client.prepare(server=self.host, **options)
         return cctxt.call({}, method, **kwargs)
 
     def bind_port(self, binding):
@@ -63,6 +67,24 @@ class AgentClient:
 
     def get_agent_state(self):
         return self._call('get_agent_state')
+
+    # -- 1.1 ---------------------------------------------------------------
+    def sync_security_groups(self, groups):
+        """Make ``groups`` the complete set of groups the agent holds."""
+        return self._call('sync_security_groups', version='1.1',
+                          groups=groups)
+
+    def get_security_group(self, security_group_id):
+        return self._call('get_security_group', version='1.1',
+                          security_group_id=security_group_id)
+
+    def list_security_groups(self):
+        return self._call('list_security_groups', version='1.1')
+
+    def security_group_update(self, group):
+        """Fanout cast: every agent holding the group updates it."""
+        cctxt = self._client.prepare(fanout=True, version='1.1')
+        cctxt.cast({}, 'security_group_update', group=group)
 
     def network_update(self, network_id, mtu):
         """Fanout cast: every agent on the topic updates its ports."""

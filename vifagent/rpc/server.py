@@ -16,6 +16,7 @@ import functools
 from importlib import metadata
 import time
 
+from oslo_log import log as logging
 import oslo_messaging as messaging
 
 from vifagent import binding as binding_mod
@@ -23,6 +24,9 @@ from vifagent.conf import agent as agent_conf
 from vifagent import exception
 from vifagent import metrics
 from vifagent import rpc
+from vifagent import secgroup as secgroup_mod
+
+LOG = logging.getLogger(__name__)
 
 try:
     VERSION = metadata.version('vifagent')
@@ -33,7 +37,8 @@ except metadata.PackageNotFoundError:   # a tree that was never installed
 # (a store that cannot write logs its own error once).
 _EXPECTED = (exception.InvalidBinding, exception.PortNotFound,
              exception.StaleRevision, exception.VlanPoolExhausted,
-             exception.StoreUnavailable)
+             exception.StoreUnavailable, exception.InvalidSecurityGroup,
+             exception.SecurityGroupNotFound)
 
 
 def _counted(method):
@@ -52,7 +57,7 @@ def _counted(method):
 
 
 class AgentEndpoint:
-    """Calls of API 1.0: validate every argument, then ask the reconciler.
+    """Calls of API 1.1: validate every argument, then ask the reconciler.
 
     Arguments are untrusted: vifagent.binding turns them into typed values
     or raises InvalidBinding before anything is stored or changed.
@@ -111,6 +116,37 @@ class AgentEndpoint:
         self.reconciler.network_update(
             binding_mod.validate_uuid(network_id, 'network_id'),
             binding_mod.validate_mtu(mtu))
+
+    # -- 1.1: security groups ----------------------------------------------
+    @messaging.expected_exceptions(*_EXPECTED)
+    @_counted
+    def sync_security_groups(self, context, groups):
+        return self.reconciler.sync_groups(secgroup_mod.parse_many(groups))
+
+    @_counted
+    def security_group_update(self, context, group):
+        # A cast: nobody hears an error, so an invalid group is logged.
+        try:
+            group = secgroup_mod.SecurityGroup.from_dict(group)
+        except exception.InvalidSecurityGroup as e:
+            LOG.error('Ignoring invalid security_group_update: %s', e)
+            return
+        self.reconciler.update_group(group)
+
+    @messaging.expected_exceptions(*_EXPECTED)
+    @_counted
+    def get_security_group(self, context, security_group_id):
+        try:
+            group_id = binding_mod.validate_uuid(security_group_id,
+                                                 'security_group_id')
+        except exception.InvalidBinding as e:
+            raise exception.InvalidSecurityGroup(field=e.field,
+                                                 reason=e.reason)
+        return self.reconciler.get_group(group_id)
+
+    @_counted
+    def list_security_groups(self, context):
+        return self.reconciler.list_groups()
 
     def _binding(self, data):
         return binding_mod.check_netns(
