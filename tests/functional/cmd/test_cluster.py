@@ -44,6 +44,7 @@ from tests.functional import agent_fixture
 from tests.functional import base
 from tests.functional import cluster as cluster_mod
 from tests.functional import tls
+from vifagent import rpc
 from vifagent.rpc import client as client_mod
 from vifagent.rpc import registry as registry_mod
 
@@ -212,7 +213,7 @@ class TestCluster(base.RootTestCase):
                  2 * REPORT_INTERVAL + 5, 'first heartbeat')
         entry = controller.registry.get(agent.host)
         self.assertEqual(0, entry['ports'])
-        self.assertEqual('1.0', entry['api_version'])
+        self.assertEqual(rpc.API_VERSION, entry['api_version'])
         self.assertTrue(entry['version'])
         agent.proc.send_signal(signal.SIGSTOP)
         self.addCleanup(self._cont, agent)

@@ -136,23 +136,33 @@ class TestOvsdbTls(base.RootTestCase):
         self.assertEqual(agent.host, state['host'])
         self.assertIs(True, state['reconcile']['last_full_pass_ok'])
 
+    def assertNeverConnects(self, **ovs_options):
+        """The agent runs and serves, but OVSDB never takes it.
+
+        A server the TLS handshake fails with is, to the agent, an OVSDB
+        it cannot reach: it keeps trying (as after an OVS outage) and
+        says why in its log; nothing is ever written there.
+        """
+        agent = self.useFixture(agent_fixture.AgentFixture(
+            sections={'ovs': ovs_options}))
+        agent.attach_log_on_failure(self)
+        agent.wait_log('Could not retrieve schema from %s' % self.remote)
+        agent.wait_log('OVSDB %s cannot be reached' % self.remote)
+        self.assertEqual(agent.host, agent.client.get_agent_state()['host'])
+        self.assertIsNone(agent.proc.poll())
+        self.assertIsNone(self.bridge_on_private_db(agent.bridge))
+
     def test_client_certificate_of_another_ca_is_refused(self):
         key, cert = self.pki.rogue('vifagent-agent')
-        bridge, code, log = self.run_refused_agent(
+        self.assertNeverConnects(
             **self.ovs_options(key, cert, self.pki.ca_cert))
-        self.assertNotEqual(0, code, log)
-        self.assertIn('Could not retrieve schema from %s' % self.remote, log)
         self.assertIn('certificate verify failed', self.ovsdb.log())
-        self.assertIsNone(self.bridge_on_private_db(bridge))
 
     def test_server_certificate_of_another_ca_is_refused(self):
         """The agent authenticates the server, not only the other way."""
         key, cert = self.pki.issue('vifagent-agent')
-        bridge, code, log = self.run_refused_agent(
+        self.assertNeverConnects(
             **self.ovs_options(key, cert, self.pki.rogue_ca[1]))
-        self.assertNotEqual(0, code, log)
-        self.assertIn('Could not retrieve schema from %s' % self.remote, log)
-        self.assertIsNone(self.bridge_on_private_db(bridge))
 
     def test_ssl_without_its_files_is_refused_at_start(self):
         for missing in ('ssl_key_file', 'ssl_cert_file',
