@@ -337,6 +337,7 @@ class AgentBench(Bench):
     """A vifagent-agent process of its own, its RPC client, its cleanup."""
 
     agent_options = {}   # more [agent] options of its configuration
+    sections = {}        # more sections of its configuration: {name: {}}
 
     def __init__(self, args):
         super().__init__(args)
@@ -384,6 +385,8 @@ class AgentBench(Bench):
         if self.netns:
             # Off by default; our namespaces match its default patterns.
             config['agent']['netns_ports'] = 'true'
+        for section, options in self.sections.items():
+            config.setdefault(section, {}).update(options)
         with open(self.path('vifagent.conf'), 'w') as f:
             for section, options in config.items():
                 f.write('[%s]\n' % section + ''.join(
