@@ -110,7 +110,9 @@ class Agent:
         self._monitor = rtnl.LinkMonitor(
             self.reconciler.on_link_names,
             functools.partial(self.reconciler.mark_all,
-                              'netlink events were lost'))
+                              'netlink events were lost'),
+            rcvbuf=conf.agent.netlink_rcvbuf)
+        self.health.add_dependency('netlink', self._monitor.healthy)
         self._monitor.start()
         self.engine.ovs.add_listener(self.reconciler.on_ovsdb_row)
         # A full pass re-adopts every stored chain, writing nothing when
@@ -138,7 +140,15 @@ class Agent:
                         if self.metrics else None),
             'libvirt': self.libvirt.to_dict() if self.libvirt else None,
             'reports': self.reporter.to_dict(),
+            'netlink': self._netlink_state(),
         }
+
+    def _netlink_state(self):
+        monitor = self._monitor
+        if monitor is None:    # a scrape before start() made it
+            return None
+        return {'healthy': monitor.healthy(), 'overflows': monitor.overflows,
+                'restarts': monitor.restarts}
 
     def _serve(self):
         """Start the RPC server once the broker answers."""
