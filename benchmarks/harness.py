@@ -179,6 +179,7 @@ class Bench:
     """Fresh names on this host, independent checks, and their cleanup."""
 
     switch_class = Switch
+    check_timeout = CHECK_TIMEOUT   # seconds wait_for waits
 
     def __init__(self, args):
         self.args, self.netns = args, getattr(args, 'netns', False)
@@ -231,7 +232,7 @@ class Bench:
     # -- independent checks ---------------------------------------------
     def wait_for(self, find_problems, ports, what):
         """Poll links and OVS ports until ``find_problems`` finds none."""
-        deadline = time.monotonic() + CHECK_TIMEOUT
+        deadline = time.monotonic() + self.check_timeout
         while True:
             links = {m.get('IFLA_IFNAME'): m for m in self.ipr.link('dump')}
             problems = find_problems(ports, links, self.switch.ports())

@@ -59,8 +59,11 @@ from benchmarks.harness import log
 LIMITS = {'fds': ('', 10.0, 2), 'threads': ('', 5.0, 1),
           'rss_mb': ('MB', 20.0, 4.0)}
 HELPER_FIGURES = ('helper_fds', 'helper_threads', 'helper_rss_mb')
-#: Seconds for a status change to show in get_port.
-STATUS_TIMEOUT = 20.0
+#: Seconds for a status change to show in get_port, and for a repair or
+#: a retry to show on the host: long, as the machine may be busy with
+#: other work for a while (an ovsdb-server or ovs-vswitchd that stalls
+#: makes the agent retry, which is what it must do, not a failure).
+STATUS_TIMEOUT = 60.0
 #: Actions and their weights.
 ACTIONS = (('bind', 4), ('unbind', 4), ('drift_qvb', 2), ('drift_down', 2),
            ('drift_ovs', 2), ('vm_churn', 2), ('sync', 1), ('scrape', 1))
@@ -154,6 +157,7 @@ class Sampler:
 
 class Benchmark(harness.AgentBench):
 
+    check_timeout = STATUS_TIMEOUT
     agent_options = {'resync_interval': 60, 'report_interval': 5}
     # libvirt off: its VMs are namespaces, and a libvirtd restarted by a
     # test beside it must not fail its /healthz.
@@ -165,6 +169,7 @@ class Benchmark(harness.AgentBench):
         args.netns = True
         super().__init__(args)
         self.pool = []
+        self.retried_binds = 0
         self.counts = {name: 0 for name, _ in ACTIONS}
         self.recovery = {}   # action: [seconds]
         self.sampler = None
@@ -202,10 +207,17 @@ class Benchmark(harness.AgentBench):
     # -- actions ----------------------------------------------------------
     def do_bind(self):
         port = self.new_ports(1)[0]
-        self.expect_reply(self.client.bind_port(self.binding(port)), port,
-                          'bind_port')
-        self.check_chains([port], 'bind_port')
+        reply = self.client.bind_port(self.binding(port))
         self.pool.append(port)
+        if reply.get('status') != harness.ACTIVE:
+            # Not wrong in itself (OVSDB may have timed out under load):
+            # the agent retries the port, and must get it ACTIVE.
+            log('bind_port %s: %s (%s); waiting for a retry', port.port_id,
+                reply.get('status'), reply.get('reason'))
+            self.retried_binds += 1
+            self.wait_status(port, lambda s: s == harness.ACTIVE,
+                             'bind_port retried')
+        self.check_chains([port], 'bind_port')
 
     def do_unbind(self):
         port = self.pool.pop(random.randrange(len(self.pool)))
@@ -332,7 +344,9 @@ class Benchmark(harness.AgentBench):
                '%d s, agent %s, pool of %d ports' % (
                    minutes, sum(self.counts.values()), len(samples),
                    self.args.interval, self.host, self.args.pool),
-               self.host_line(), '',
+               self.host_line(),
+               'binds not ACTIVE at once (then ACTIVE after a retry): %d'
+               % self.retried_binds, '',
                '%-12s %7s %12s %12s' % ('action', 'count', 'recovery med',
                                         'max')]
         for name, _ in ACTIONS:
