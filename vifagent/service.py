@@ -112,7 +112,6 @@ class Agent:
             functools.partial(self.reconciler.mark_all,
                               'netlink events were lost'),
             rcvbuf=conf.agent.netlink_rcvbuf)
-        self.health.add_dependency('netlink', self._monitor.healthy)
         self._monitor.start()
         self.engine.ovs.add_listener(self.reconciler.on_ovsdb_row)
         # A full pass re-adopts every stored chain, writing nothing when
@@ -127,9 +126,14 @@ class Agent:
     def _wire_health(self):
         self.health.add_dependency('rpc', self._rpc_up)
         self.health.add_dependency('ovsdb', self.engine.ovs.connected)
+        # Link events repair drift at once; without them only full passes.
+        self.health.add_dependency('netlink', self._netlink_up)
         if self.libvirt is not None:
             self.health.add_dependency('libvirt', self.libvirt.connected)
         self.health.add_check(self.reconciler.unhealthy)
+
+    def _netlink_up(self):
+        return self._monitor is not None and self._monitor.healthy()
 
     def _rpc_up(self):
         return self._server is not None and self.reporter.up is not False
