@@ -48,7 +48,7 @@ agent_opts = [
              'away the latest status of each port is kept and sent once '
              'it is back.'),
     cfg.IntOpt(
-        'report_replay_window', default=60, min=0,
+        'report_replay_window', default=90, min=0,
         help='Seconds after the broker came back from an outage during '
              'which every heartbeat is preceded by the latest status of '
              'each port that changed during the outage or since. A '
