@@ -64,14 +64,14 @@ HELPER_FIGURES = ('helper_fds', 'helper_threads', 'helper_rss_mb')
 #: What the agent's memory follows on a shared host: every link and every
 #: OVS port of the host is in its observations and its OVSDB replica.
 HOST_FIGURES = ('host_links', 'host_ovs_ports')
-#: Seconds for a status change to show in get_port, and for a repair or
-#: a retry to show on the host: long, as the machine may be busy with
-#: other work for a while (an ovsdb-server or ovs-vswitchd that stalls
-#: makes the agent retry, which is what it must do, not a failure).
-STATUS_TIMEOUT = 60.0
-#: What a full pass (every 60 s, 10% jitter) leaves behind is removed by
-#: the next one: wait that long for a chain to go.
-CHECK_TIMEOUT = 90.0
+#: Seconds for a status change to show in get_port, and for a repair, a
+#: retry or a removal to show on the host. Long: on a shared host other
+#: work may load ovs-vswitchd for minutes (with hundreds of ports on the
+#: userspace datapath each reconfiguration takes seconds), OVSDB
+#: transactions then time out, and the agent retries with backoff and
+#: again at the next full pass, which is what it must do, not a failure.
+#: What takes longer than this is one.
+STATUS_TIMEOUT = CHECK_TIMEOUT = 300.0
 #: Actions and their weights.
 ACTIONS = (('bind', 4), ('unbind', 4), ('drift_qvb', 2), ('drift_down', 2),
            ('drift_ovs', 2), ('vm_churn', 2), ('sync', 1), ('scrape', 1))
