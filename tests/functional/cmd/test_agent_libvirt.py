@@ -280,7 +280,10 @@ class TestLibvirtdRestart(LibvirtAgentTestCase):
         dom = self.domain({'mac': mac, 'type': 'ethernet'})
         data = self.binding_dict(mac_address=mac, instance_uuid=dom.uuid)
         pid = data['port_id']
-        self.assertEqual('ACTIVE', self.client.bind_port(data)['status'])
+        self.client.bind_port(data)
+        # On a busy host the watcher may see the new domain's start a
+        # moment after the bind.
+        self.wait_port(pid, 'ACTIVE')
         connects = self.client.get_agent_state()['libvirt']['connects']
 
         libvirt_fixture.stop_libvirtd()
