@@ -179,6 +179,7 @@ class Bench:
     """Fresh names on this host, independent checks, and their cleanup."""
 
     switch_class = Switch
+    check_timeout = CHECK_TIMEOUT   # seconds wait_for waits
 
     def __init__(self, args):
         self.args, self.netns = args, getattr(args, 'netns', False)
@@ -231,7 +232,7 @@ class Bench:
     # -- independent checks ---------------------------------------------
     def wait_for(self, find_problems, ports, what):
         """Poll links and OVS ports until ``find_problems`` finds none."""
-        deadline = time.monotonic() + CHECK_TIMEOUT
+        deadline = time.monotonic() + self.check_timeout
         while True:
             links = {m.get('IFLA_IFNAME'): m for m in self.ipr.link('dump')}
             problems = find_problems(ports, links, self.switch.ports())
@@ -337,6 +338,7 @@ class AgentBench(Bench):
     """A vifagent-agent process of its own, its RPC client, its cleanup."""
 
     agent_options = {}   # more [agent] options of its configuration
+    sections = {}        # more sections of its configuration: {name: {}}
 
     def __init__(self, args):
         super().__init__(args)
@@ -384,6 +386,8 @@ class AgentBench(Bench):
         if self.netns:
             # Off by default; our namespaces match its default patterns.
             config['agent']['netns_ports'] = 'true'
+        for section, options in self.sections.items():
+            config.setdefault(section, {}).update(options)
         with open(self.path('vifagent.conf'), 'w') as f:
             for section, options in config.items():
                 f.write('[%s]\n' % section + ''.join(

@@ -110,7 +110,8 @@ class Agent:
         self._monitor = rtnl.LinkMonitor(
             self.reconciler.on_link_names,
             functools.partial(self.reconciler.mark_all,
-                              'netlink events were lost'))
+                              'netlink events were lost'),
+            rcvbuf=conf.agent.netlink_rcvbuf)
         self._monitor.start()
         self.engine.ovs.add_listener(self.reconciler.on_ovsdb_row)
         # A full pass re-adopts every stored chain, writing nothing when
@@ -125,9 +126,14 @@ class Agent:
     def _wire_health(self):
         self.health.add_dependency('rpc', self._rpc_up)
         self.health.add_dependency('ovsdb', self.engine.ovs.connected)
+        # Link events repair drift at once; without them only full passes.
+        self.health.add_dependency('netlink', self._netlink_up)
         if self.libvirt is not None:
             self.health.add_dependency('libvirt', self.libvirt.connected)
         self.health.add_check(self.reconciler.unhealthy)
+
+    def _netlink_up(self):
+        return self._monitor is not None and self._monitor.healthy()
 
     def _rpc_up(self):
         return self._server is not None and self.reporter.up is not False
@@ -138,7 +144,15 @@ class Agent:
                         if self.metrics else None),
             'libvirt': self.libvirt.to_dict() if self.libvirt else None,
             'reports': self.reporter.to_dict(),
+            'netlink': self._netlink_state(),
         }
+
+    def _netlink_state(self):
+        monitor = self._monitor
+        if monitor is None:    # a scrape before start() made it
+            return None
+        return {'healthy': monitor.healthy(), 'overflows': monitor.overflows,
+                'restarts': monitor.restarts}
 
     def _serve(self):
         """Start the RPC server once the broker answers."""

@@ -357,6 +357,34 @@ class DomainFixture(fixtures.Fixture):
                     raise
                 time.sleep(1)
 
+    def qemu_pid(self):
+        """The pid of the domain's QEMU, read without libvirtd."""
+        try:
+            with open('/run/libvirt/qemu/%s.pid' % self.name) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            out = subprocess.run(['pgrep', '-f', 'guest=%s,' % self.name],
+                                 capture_output=True, text=True).stdout
+            return int(out.split()[0]) if out.split() else None
+
+    def kill_qemu(self, timeout=30):
+        """SIGKILL the domain's QEMU (works while libvirtd is away)."""
+        pid = self.qemu_pid()
+        if pid is None:
+            raise AssertionError('%s has no QEMU process' % self.name)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while os.path.exists('/proc/%d' % pid):
+            try:
+                with open('/proc/%d/stat' % pid) as f:
+                    if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                        return    # a zombie until libvirtd reaps it
+            except OSError:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError('QEMU %d did not die' % pid)
+            time.sleep(0.05)
+
     def undefine(self):
         """Remove the definition; fine when it is gone already."""
         dom = self._domain()

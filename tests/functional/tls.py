@@ -10,7 +10,7 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Private TLS servers for functional tests: a CA, ovsdb-server, RabbitMQ.
+"""Private servers for functional tests: a CA, ovsdb-server, RabbitMQ.
 
 Transport security is tested against servers the test starts itself, with
 certificates it makes itself, so the host's ovsdb-server and the shared
@@ -24,7 +24,8 @@ RabbitMQ (which other tests use in parallel) are never reconfigured:
   acknowledging each new configuration, as transactions wait for that;
 * ``PrivateRabbit``: a RabbitMQ node of its own (own node name, ports,
   cookie and data) with only a TLS listener, which requires a client
-  certificate signed by the CA.
+  certificate signed by the CA; or, without a Pki, a plain one, which a
+  test may stop and start again.
 
 Each stops its server and removes its files in cleanups that run even
 when the test fails.
@@ -257,19 +258,22 @@ class PrivateOvsdb(fixtures.Fixture):
 
 
 class PrivateRabbit(fixtures.Fixture):
-    """A RabbitMQ node of the test's own, reachable over TLS only.
+    """A RabbitMQ node of the test's own, over TLS or plain TCP.
 
-    ``port`` is its TLS listener on 127.0.0.1. The node requires and
-    verifies a client certificate (``verify_peer`` with
-    ``fail_if_no_peer_cert``) signed by the Pki's CA. It has its own node
-    name, Erlang cookie (its ``HOME`` is a temporary directory),
-    distribution port on 127.0.0.1, data, logs and no plugins; it runs in
-    the foreground in a session of its own, so the cleanup can always end
-    it. Starting takes a few seconds; after ``RABBITMQ_START_TIMEOUT`` the
+    ``port`` is its listener on 127.0.0.1. With a ``pki`` the listener is
+    TLS only, and the node requires and verifies a client certificate
+    (``verify_peer`` with ``fail_if_no_peer_cert``) signed by the Pki's CA;
+    without, it is plain AMQP and ``url`` reaches it as guest. The node
+    has its own node name, Erlang cookie (its ``HOME`` is a temporary
+    directory), distribution port on 127.0.0.1, data, logs and no plugins;
+    it runs in the foreground in a session of its own, so the cleanup can
+    always end it. ``stop()`` and ``start()`` take it away and bring it
+    back on the same ports and data, as an operator's restart would.
+    Starting takes a few seconds; after ``RABBITMQ_START_TIMEOUT`` the
     fixture fails with the node's log.
     """
 
-    def __init__(self, pki):
+    def __init__(self, pki=None):
         super().__init__()
         self.pki = pki
 
@@ -279,21 +283,28 @@ class PrivateRabbit(fixtures.Fixture):
             server = shutil.which('rabbitmq-server')
         if server is None:
             raise AssertionError('rabbitmq-server is not installed')
+        self.server = server
         self.ctl_path = os.path.join(os.path.dirname(server), 'rabbitmqctl')
         self.dir = self.useFixture(fixtures.TempDir()).path
-        key, cert = self.pki.issue('rabbitmq')
         self.port = free_port()
-        self.node = 'vifagent-tls-%s@localhost' % uuid.uuid4().hex[:8]
+        self.url = 'rabbit://guest:guest@127.0.0.1:%d/' % self.port
+        self.node = 'vifagent-%s-%s@localhost' % (
+            'tls' if self.pki else 'tcp', uuid.uuid4().hex[:8])
         config = os.path.join(self.dir, 'rabbitmq.conf')
         with open(config, 'w') as f:
-            f.write('listeners.tcp = none\n'
-                    'listeners.ssl.default = 127.0.0.1:%d\n'
-                    'ssl_options.cacertfile = %s\n'
-                    'ssl_options.certfile = %s\n'
-                    'ssl_options.keyfile = %s\n'
-                    'ssl_options.verify = verify_peer\n'
-                    'ssl_options.fail_if_no_peer_cert = true\n'
-                    % (self.port, self.pki.ca_cert, cert, key))
+            if self.pki is None:
+                f.write('listeners.tcp.default = 127.0.0.1:%d\n'
+                        % self.port)
+            else:
+                key, cert = self.pki.issue('rabbitmq')
+                f.write('listeners.tcp = none\n'
+                        'listeners.ssl.default = 127.0.0.1:%d\n'
+                        'ssl_options.cacertfile = %s\n'
+                        'ssl_options.certfile = %s\n'
+                        'ssl_options.keyfile = %s\n'
+                        'ssl_options.verify = verify_peer\n'
+                        'ssl_options.fail_if_no_peer_cert = true\n'
+                        % (self.port, self.pki.ca_cert, cert, key))
         plugins = os.path.join(self.dir, 'enabled_plugins')
         with open(plugins, 'w') as f:
             f.write('[].\n')
@@ -307,8 +318,10 @@ class PrivateRabbit(fixtures.Fixture):
             os.environ,
             HOME=self.dir,
             RABBITMQ_NODENAME=self.node,
-            # Unused (no plain listener); spare, so never the shared 5672.
-            RABBITMQ_NODE_PORT=str(free_port()),
+            # The listener is in the config file; this one is spare, so
+            # never the shared 5672.
+            RABBITMQ_NODE_PORT=str(
+                self.port if self.pki is None else free_port()),
             RABBITMQ_DIST_PORT=str(free_port()),
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=(
                 '-kernel inet_dist_use_interface {127,0,0,1}'),
@@ -321,14 +334,23 @@ class PrivateRabbit(fixtures.Fixture):
             RABBITMQ_LOG_BASE=os.path.join(self.dir, 'log'),
             RABBITMQ_PID_FILE=os.path.join(self.dir, 'rabbitmq.pid'))
         self.out_path = os.path.join(self.dir, 'rabbitmq-server.out')
-        with open(self.out_path, 'wb') as out:
+        self.proc = None
+        self.addCleanup(self._stop)
+        self.start()
+
+    def start(self):
+        """Start the node (again); return once it accepts clients."""
+        with open(self.out_path, 'ab') as out:
             self.proc = subprocess.Popen(
-                [server], env=self.env, cwd=self.dir,
+                [self.server], env=self.env, cwd=self.dir,
                 stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True)
-        self.addCleanup(self._stop)
         wait_for(self._started, RABBITMQ_START_TIMEOUT,
                  'private RabbitMQ node %s' % self.node, interval=0.5)
+
+    def stop(self):
+        """Stop the node as an operator would; its data stays."""
+        self._stop()
 
     def ctl(self, *args, timeout=30):
         """rabbitmqctl against this node; the completed process."""
@@ -351,6 +373,8 @@ class PrivateRabbit(fixtures.Fixture):
             self.dir, 'log', self.node + '.log'))
 
     def _stop(self):
+        if self.proc is None:
+            return
         if self.proc.poll() is None:
             try:
                 self.ctl('stop', timeout=30)

@@ -48,6 +48,20 @@ agent_opts = [
              'away the latest status of each port is kept and sent once '
              'it is back.'),
     cfg.IntOpt(
+        'report_replay_window', default=90, min=0,
+        help='Seconds after the broker came back from an outage during '
+             'which every heartbeat is preceded by the latest status of '
+             'each port that changed during the outage or since. A '
+             'restarted broker has lost the controller\'s report queue, '
+             'and a controller that reconnects later than the agent would '
+             'otherwise never hear those statuses. 0 turns this off.'),
+    cfg.IntOpt(
+        'netlink_rcvbuf', default=4 << 20, min=4096,
+        help='Receive buffer, in bytes, of the socket on which the agent '
+             'hears link events (set past net.core.rmem_max). When a burst '
+             'of events overflows it some are lost, and a full pass looks '
+             'at everything again; a bigger buffer makes that rarer.'),
+    cfg.IntOpt(
         'resync_interval', default=60, min=1,
         help='Seconds between full reconciliation passes (with 10% '
              'jitter). Events repair drift at once; the full pass catches '

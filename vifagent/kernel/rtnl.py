@@ -270,6 +270,11 @@ class LinkReader:
 
 _RTMGRP_LINK = 1
 _RTM_DELLINK = 17
+_SO_RCVBUFFORCE = 33
+#: Receive buffer of the link monitor's socket, in bytes.
+DEFAULT_RCVBUF = 4 << 20
+_REOPEN_FIRST = 0.5
+_REOPEN_CAP = 30.0
 
 
 def _link_name(data, start, end):
@@ -282,23 +287,40 @@ def _link_name(data, start, end):
 class LinkMonitor:
     """Calls ``on_names(names)`` for every burst of link notifications.
 
-    Runs on its own thread with its own socket subscribed to RTMGRP_LINK.
-    When the kernel drops notifications (the socket buffer overflowed,
-    ENOBUFS), some changes went unseen: ``on_overflow()`` is called so the
-    caller can look at everything again.
+    Runs on its own thread with its own socket subscribed to RTMGRP_LINK,
+    whose receive buffer is ``rcvbuf`` bytes. When the kernel drops
+    notifications (the socket buffer overflowed, ENOBUFS), some changes
+    went unseen: ``on_overflow()`` is called so the caller can look at
+    everything again. The thread never dies of an error: when the socket
+    fails it is closed and opened again (with a backoff while that fails
+    too), and ``on_overflow()`` is called, as events were missed
+    meanwhile; ``healthy()`` is False until then.
     """
 
-    def __init__(self, on_names, on_overflow):
+    def __init__(self, on_names, on_overflow, rcvbuf=DEFAULT_RCVBUF):
         self.on_names = on_names
         self.on_overflow = on_overflow
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
-                                   socket.NETLINK_ROUTE)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self._sock.bind((0, _RTMGRP_LINK))
-        self._sock.settimeout(0.5)
+        self.rcvbuf = rcvbuf
+        self.restarts = 0
+        self.overflows = 0
+        self._sock = self._open()
+        self._failed = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name='netlink',
                                         daemon=True)
+
+    def _open(self):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW,
+                             socket.NETLINK_ROUTE)
+        try:
+            # Beyond net.core.rmem_max, which is small by default; needs
+            # CAP_NET_ADMIN, which the agent has.
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self.rcvbuf)
+        except PermissionError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+        sock.bind((0, _RTMGRP_LINK))
+        sock.settimeout(0.5)
+        return sock
 
     def start(self):
         self._thread.start()
@@ -306,9 +328,54 @@ class LinkMonitor:
     def stop(self):
         self._stopping.set()
         self._thread.join(5)
-        self._sock.close()
+        if self._sock is not None:
+            self._sock.close()
+
+    def healthy(self):
+        """Whether the thread runs and its socket works."""
+        return self._thread.is_alive() and not self._failed
+
+    def _overflowed(self):
+        self.overflows += 1
+        try:
+            self.on_overflow()
+        except Exception:
+            LOG.exception('Link event overflow callback failed')
 
     def _run(self):
+        backoff = _REOPEN_FIRST
+        while not self._stopping.is_set():
+            try:
+                if self._sock is None:
+                    self._sock = self._open()
+                    self.restarts += 1
+                    self._failed = False
+                    backoff = _REOPEN_FIRST
+                    LOG.info('Link monitor listening again')
+                    # Whatever changed while it was down went unseen.
+                    self._overflowed()
+                self._watch()
+            except Exception as e:
+                if self._stopping.is_set():
+                    return
+                if not self._failed:
+                    LOG.exception('Link monitor failed; reopening its '
+                                  'socket')
+                else:
+                    LOG.warning('Link monitor cannot listen yet (%s); next '
+                                'attempt in %.1f s', e, backoff)
+                self._failed = True
+                sock, self._sock = self._sock, None
+                if sock is not None:
+                    try:
+                        sock.close()
+                    except OSError:
+                        pass
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, _REOPEN_CAP)
+
+    def _watch(self):
+        """Read events until stopped; an error other than ENOBUFS raises."""
         while not self._stopping.is_set():
             try:
                 data = self._sock.recv(1 << 20)
@@ -316,7 +383,7 @@ class LinkMonitor:
                 continue
             except OSError as e:
                 if e.errno == errno.ENOBUFS:
-                    self.on_overflow()
+                    self._overflowed()
                     continue
                 if self._stopping.is_set():
                     return

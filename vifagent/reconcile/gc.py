@@ -112,10 +112,12 @@ class Collector:
                now - self._seen.setdefault(pid, now) >= self.grace]
         for name in foreign:
             if name not in self._foreign_reported:
-                self._foreign_reported.add(name)
                 LOG.warning('Device %s is named like ours but no binding '
                             'or marker makes it ours: leaving it alone',
                             name)
+        # Only what exists now: another agent's VMs come and go, and a
+        # name kept after its device went would be kept for ever.
+        self._foreign_reported = set(foreign)
         if self.suspended:
             if due:
                 LOG.warning('Keeping %d orphaned chains: garbage '

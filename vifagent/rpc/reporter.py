@@ -19,6 +19,13 @@ the reconciler asks for the controller's full view, and the heartbeat
 every ``report_interval``. Each cast is tried a bounded number of times; a
 failed send is tried again after a backoff, so the statuses that changed
 while the broker was away reach the controller once it is back.
+
+A broker that restarted has no queue the controller had: a status sent
+before the controller's listener reconnected went nowhere, and fanout
+gives no sign of it. So for ``report_replay_window`` seconds after an
+outage, each heartbeat is preceded by the latest status of every port
+that changed during the outage or since: whichever heartbeat a late
+listener hears first, it has heard those statuses just before.
 """
 
 import threading
@@ -49,6 +56,7 @@ class Reporter:
         self.host = conf.host
         self.interval = conf.agent.report_interval
         self.retry_cap = conf.agent.report_retry_cap
+        self.replay_window = conf.agent.report_replay_window
         self._book = book
         self._state = state
         # Statuses and heartbeats as 1.0 (every listener takes them);
@@ -65,6 +73,11 @@ class Reporter:
         self.up = None
         self.sent_batches = 0
         self.failures = 0
+        self.replayed = 0
+        # Ports whose status changed during the last outage or its replay
+        # window, and when that window ends (monotonic; None: no outage).
+        self._replay = set()
+        self._replay_until = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name='reporter',
                                         daemon=True)
@@ -80,7 +93,7 @@ class Reporter:
 
     def to_dict(self):
         return {'up': self.up, 'sent_batches': self.sent_batches,
-                'failures': self.failures,
+                'failures': self.failures, 'replayed': self.replayed,
                 'pending': len(self._book.pending())}
 
     def _cast(self, method, client=None, **kwargs):
@@ -94,11 +107,43 @@ class Reporter:
             return False
         if self.up is False:
             LOG.info('Reports reach the broker again')
+            if self.replay_window:
+                self._replay_until = time.monotonic() + self.replay_window
         self.up = True
+        return True
+
+    def _replaying(self):
+        """Whether changes now must be replayed (an outage, or after)."""
+        return self.replay_window and (
+            self.up is False or self._replay_until is not None and
+            time.monotonic() < self._replay_until)
+
+    def _send_replay(self):
+        """Send again the statuses that changed during the last outage."""
+        if self._replay_until is None:
+            return True
+        if time.monotonic() >= self._replay_until:
+            self._replay.clear()
+            self._replay_until = None
+            return True
+        statuses = []
+        for pid in sorted(self._replay):
+            latest = self._book.latest(pid)
+            if latest is None:    # unbound meanwhile
+                continue
+            statuses.append({'port_id': pid, 'status': latest[0],
+                             'reason': latest[1], 'host': self.host})
+        for start in range(0, len(statuses), BATCH):
+            if not self._cast('port_status',
+                              statuses=statuses[start:start + BATCH]):
+                return False
+            self.replayed += len(statuses[start:start + BATCH])
         return True
 
     def _send_statuses(self):
         pending = self._book.pending()
+        if pending and self._replaying():
+            self._replay.update(pending)
         items = sorted(pending.items())
         for start in range(0, len(items), BATCH):
             batch = dict(items[start:start + BATCH])
@@ -106,6 +151,9 @@ class Reporter:
                          'host': self.host}
                         for pid, (status, reason) in batch.items()]
             if not self._cast('port_status', statuses=statuses):
+                if self.replay_window:
+                    # The outage began with these.
+                    self._replay.update(pending)
                 return False
             self.sent_batches += 1
             self._book.sent(batch)
@@ -127,6 +175,8 @@ class Reporter:
         backoff = _FIRST_BACKOFF
         while not self._stopping.is_set():
             ok = self._send_resync() and self._send_statuses()
+            if ok and time.monotonic() >= next_beat:
+                ok = self._send_replay()
             if ok and time.monotonic() >= next_beat:
                 try:
                     state = self._state()

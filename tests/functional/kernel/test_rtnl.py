@@ -10,6 +10,10 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
+import errno
+import subprocess
+import threading
+import time
 import uuid
 
 from oslotest import base as oslo_base
@@ -84,3 +88,93 @@ class TestLinkReader(oslo_base.BaseTestCase):
         names = {f.name for f in self.reader.dump(wanted.__contains__)}
         self.assertEqual(wanted, names)
         self.assertIn('lo', {f.name for f in self.reader.dump()})
+
+
+class TestLinkMonitor(oslo_base.BaseTestCase):
+    """The monitor hears link events, and outlives a broken socket."""
+
+    def setUp(self):
+        super().setUp()
+        self.names = []
+        self.overflows = []
+        self.prefix = 'vfm' + uuid.uuid4().hex[:8]
+
+    def monitor(self, monitor_class=rtnl.LinkMonitor, **kwargs):
+        monitor = monitor_class(self.names.extend,
+                                lambda: self.overflows.append(1), **kwargs)
+        monitor.start()
+        self.addCleanup(monitor.stop)
+        return monitor
+
+    def device(self, n):
+        """A new device (a bridge: this kernel may have no dummy)."""
+        name = '%s%d' % (self.prefix, n)
+        base.run(['ip', 'link', 'add', name, 'type', 'bridge'])
+        self.addCleanup(base.run, ['ip', 'link', 'del', name], False)
+        return name
+
+    def burst(self, count=200):
+        """``count`` link notifications at once: alias changes of one."""
+        name = self.device(9)
+        subprocess.run(['ip', '-batch', '-'], check=True, text=True,
+                       input=''.join('link set %s alias burst-%d\n' % (
+                           name, n) for n in range(count)))
+
+    def wait(self, predicate, what, timeout=10):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            self.assertLess(time.monotonic(), deadline, what)
+            time.sleep(0.02)
+
+    def test_burst_overflowing_a_small_buffer_is_reported(self):
+        monitor = self.monitor(rcvbuf=4096)
+        self.burst()
+        self.wait(lambda: self.overflows, 'no overflow reported')
+        self.assertTrue(monitor.healthy())
+        name = self.device(0)
+        self.wait(lambda: name in self.names, 'no event after the burst')
+
+    def test_survives_its_socket_failing(self):
+        monitor = self.monitor()
+        self.wait(monitor.healthy, 'monitor not up')
+        # The socket goes bad under the thread: recv fails with EBADF.
+        monitor._sock.close()
+        self.wait(lambda: self.overflows, 'no full pass asked for')
+        self.wait(monitor.healthy, 'monitor not up again')
+        self.assertEqual(1, monitor.restarts)
+        name = self.device(1)
+        self.wait(lambda: name in self.names, 'no event after the restart')
+
+    def test_unhealthy_while_it_cannot_reopen(self):
+        opened = []
+        allowed = threading.Event()
+
+        class Flaky(rtnl.LinkMonitor):
+            def _open(self):
+                if opened and not allowed.is_set():
+                    raise OSError(errno.ENOMEM, 'no memory for a socket')
+                opened.append(1)
+                return super()._open()
+
+        monitor = self.monitor(Flaky)
+        monitor._sock.close()
+        self.wait(lambda: not monitor.healthy(), 'still healthy')
+        self.assertEqual([], self.overflows)
+        allowed.set()
+        self.wait(monitor.healthy, 'monitor not up again', timeout=30)
+        self.wait(lambda: self.overflows, 'no full pass asked for')
+        name = self.device(2)
+        self.wait(lambda: name in self.names, 'no event after the restart')
+
+    def test_a_failing_overflow_callback_does_not_stop_it(self):
+        def overflow():
+            self.overflows.append(1)
+            raise RuntimeError('callback bug')
+        monitor = rtnl.LinkMonitor(self.names.extend, overflow, rcvbuf=4096)
+        monitor.start()
+        self.addCleanup(monitor.stop)
+        self.burst()
+        self.wait(lambda: self.overflows, 'no overflow reported')
+        name = self.device(3)
+        self.wait(lambda: name in self.names, 'no event after the failure')
+        self.assertTrue(monitor.healthy())

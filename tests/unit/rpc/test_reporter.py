@@ -88,6 +88,50 @@ class TestReporter(test_server.Base):
         self.assertEqual(['ERROR'], [s['status'] for s in received['status']])
         self.wait_for(lambda: reporter.up)
 
+    def outage_then_late_listener(self, window):
+        """A status made during an outage; a listener subscribed after."""
+        self.conf.set_override('report_replay_window', window, 'agent')
+        reporter = self.reporter(lambda: {'beat': True})
+        cast = reporter._client.cast
+        broken = threading.Event()
+        broken.set()
+
+        def flaky(*args, **kwargs):
+            if broken.is_set():
+                raise exception.VifAgentException('broker away')
+            return cast(*args, **kwargs)
+        self.patch(reporter._client, 'cast', flaky)
+        data = binding()
+        self.rec.bind(self.rec_binding(data))
+        self.wait_for(lambda: reporter.up is False)
+        broken.clear()
+        # Sent, to nobody: a restarted broker has no listener's queue yet.
+        self.wait_for(lambda: reporter.up and not self.rec.status.pending())
+        return reporter, data, self.listen()
+
+    def test_outage_statuses_are_replayed_before_heartbeats(self):
+        reporter, data, received = self.outage_then_late_listener(60)
+        self.wait_for(lambda: received['state'], timeout=3)
+        self.assertEqual([(data['port_id'], 'ACTIVE')],
+                         [(s['port_id'], s['status'])
+                          for s in received['status']][:1])
+        self.assertGreaterEqual(reporter.replayed, 1)
+
+    def test_no_replay_when_the_window_is_zero(self):
+        reporter, _, received = self.outage_then_late_listener(0)
+        self.wait_for(lambda: len(received['state']) >= 2, timeout=4)
+        self.assertEqual([], received['status'])
+        self.assertEqual(0, reporter.replayed)
+
+    def test_replay_ends_with_its_window(self):
+        reporter, _, received = self.outage_then_late_listener(1)
+        time.sleep(1.5)
+        replayed = reporter.replayed
+        count = len(received['status'])
+        self.wait_for(lambda: len(received['state']) >= 3, timeout=5)
+        self.assertEqual((replayed, count),
+                         (reporter.replayed, len(received['status'])))
+
     def test_stop_is_prompt_while_the_broker_is_away(self):
         reporter = self.reporter()
         self.patch(reporter._client, 'cast', self.fail_cast)
