@@ -126,14 +126,6 @@ class TestLinkMonitor(oslo_base.BaseTestCase):
             self.assertLess(time.monotonic(), deadline, what)
             time.sleep(0.02)
 
-    def test_burst_overflowing_a_small_buffer_is_reported(self):
-        monitor = self.monitor(rcvbuf=4096)
-        self.burst()
-        self.wait(lambda: self.overflows, 'no overflow reported')
-        self.assertTrue(monitor.healthy())
-        name = self.device(0)
-        self.wait(lambda: name in self.names, 'no event after the burst')
-
     def test_survives_its_socket_failing(self):
         monitor = self.monitor()
         self.wait(monitor.healthy, 'monitor not up')
@@ -165,16 +157,3 @@ class TestLinkMonitor(oslo_base.BaseTestCase):
         self.wait(lambda: self.overflows, 'no full pass asked for')
         name = self.device(2)
         self.wait(lambda: name in self.names, 'no event after the restart')
-
-    def test_a_failing_overflow_callback_does_not_stop_it(self):
-        def overflow():
-            self.overflows.append(1)
-            raise RuntimeError('callback bug')
-        monitor = rtnl.LinkMonitor(self.names.extend, overflow, rcvbuf=4096)
-        monitor.start()
-        self.addCleanup(monitor.stop)
-        self.burst()
-        self.wait(lambda: self.overflows, 'no overflow reported')
-        name = self.device(3)
-        self.wait(lambda: name in self.names, 'no event after the failure')
-        self.assertTrue(monitor.healthy())
