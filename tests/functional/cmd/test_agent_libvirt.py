@@ -105,6 +105,16 @@ class LibvirtAgentTestCase(base.RootTestCase):
                     port_id, port['status'], port['reason'], status))
             time.sleep(0.1)
 
+    def wait_reconnected(self, connects):
+        """Until the agent is back on libvirt (more than ``connects``)."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            state = self.client.get_agent_state()['libvirt']
+            if state['connected'] and state['connects'] > connects:
+                return
+            self.assertLess(time.monotonic(), deadline, 'no reconnection')
+            time.sleep(0.1)
+
     def assertWired(self, data, port):
         """The port's chain is whole, its tap included."""
         b = binding_mod.Binding.from_dict(data)
@@ -301,13 +311,7 @@ class TestLibvirtdRestart(LibvirtAgentTestCase):
             self.assertEqual('ACTIVE', self.client.get_port(pid)['status'])
         finally:
             libvirt_fixture.start_libvirtd()
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            state = self.client.get_agent_state()['libvirt']
-            if state['connected'] and state['connects'] > connects:
-                break
-            self.assertLess(time.monotonic(), deadline, 'no reconnection')
-            time.sleep(0.1)
+        self.wait_reconnected(connects)
         # Events flow again on the new connection.
         dom.destroy()
         self.wait_port(pid, 'DOWN', 'domain is shut off')
@@ -348,13 +352,7 @@ class TestLibvirtdRestart(LibvirtAgentTestCase):
         finally:
             libvirt_fixture.start_libvirtd()
         ports['new'][0].start()
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            state = self.client.get_agent_state()['libvirt']
-            if state['connected'] and state['connects'] > connects:
-                break
-            self.assertLess(time.monotonic(), deadline, 'no reconnection')
-            time.sleep(0.1)
+        self.wait_reconnected(connects)
 
         dom, data = ports['new']
         new = self.wait_port(data['port_id'], 'ACTIVE')

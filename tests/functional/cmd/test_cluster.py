@@ -61,15 +61,7 @@ AFTER_KILL = 5
 STREAM_FOR = 120
 
 
-def wait_for(predicate, timeout, what, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError('%s: not within %s s' % (what, timeout))
-        time.sleep(interval)
+wait_for = tls.wait_for
 
 
 class Controller:

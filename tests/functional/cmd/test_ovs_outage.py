@@ -24,12 +24,9 @@ port, and an ofport for each. Recovery times are printed.
 """
 
 import copy
-import json
 import queue
 import threading
 import time
-import urllib.error
-import urllib.request
 
 from tests.functional.cmd import test_broker_outage as outage
 from tests.functional import netns
@@ -51,13 +48,7 @@ CALL_TIMEOUT = 120
 def health(url, namespace):
     """``(status, body)`` of /healthz in the agent's namespace, or None."""
     with netns.inside(namespace):
-        try:
-            with urllib.request.urlopen(url + 'healthz', timeout=5) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-        except (urllib.error.URLError, OSError):
-            return None
+        return outage.health(url)
 
 
 def comparable(ports):

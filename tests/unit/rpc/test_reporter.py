@@ -36,6 +36,19 @@ class TestReporter(test_server.Base):
         self.addCleanup(listener.stop)
         return received
 
+    def break_casts(self, reporter):
+        """Casts fail while the returned event is set (it is, at first)."""
+        cast = reporter._client.cast
+        broken = threading.Event()
+        broken.set()
+
+        def flaky(*args, **kwargs):
+            if broken.is_set():
+                raise exception.VifAgentException('broker away')
+            return cast(*args, **kwargs)
+        self.patch(reporter._client, 'cast', flaky)
+        return broken
+
     def reporter(self, state_fn=dict):
         self.conf.set_override('report_interval', 1, 'agent')
         self.conf.set_override('report_retry_cap', 0.2, 'agent')
@@ -67,15 +80,7 @@ class TestReporter(test_server.Base):
     def test_a_failed_cast_is_retried_with_the_latest_status(self):
         received = self.listen()
         reporter = self.reporter()
-        cast = reporter._client.cast
-        broken = threading.Event()
-        broken.set()
-
-        def flaky(*args, **kwargs):
-            if broken.is_set():
-                raise exception.VifAgentException('broker away')
-            return cast(*args, **kwargs)
-        self.patch(reporter._client, 'cast', flaky)
+        broken = self.break_casts(reporter)
         data = binding()
         self.rec.bind(self.rec_binding(data))
         self.wait_for(lambda: reporter.up is False)
@@ -92,15 +97,7 @@ class TestReporter(test_server.Base):
         """A status made during an outage; a listener subscribed after."""
         self.conf.set_override('report_replay_window', window, 'agent')
         reporter = self.reporter(lambda: {'beat': True})
-        cast = reporter._client.cast
-        broken = threading.Event()
-        broken.set()
-
-        def flaky(*args, **kwargs):
-            if broken.is_set():
-                raise exception.VifAgentException('broker away')
-            return cast(*args, **kwargs)
-        self.patch(reporter._client, 'cast', flaky)
+        broken = self.break_casts(reporter)
         data = binding()
         self.rec.bind(self.rec_binding(data))
         self.wait_for(lambda: reporter.up is False)
