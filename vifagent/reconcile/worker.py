@@ -28,6 +28,8 @@ import time
 
 from oslo_log import log as logging
 
+from vifagent.kernel import heap
+
 LOG = logging.getLogger(__name__)
 
 # Events arrive in bursts (a plug makes several); wait this long after the
@@ -178,6 +180,9 @@ class Worker:
             time.monotonic() - started, 4)
         self.stats.last_full_pass_at = time.time()
         self.stats.last_full_pass_ok = ok
+        # What the RPC threads freed since sits in glibc's arenas; hand it
+        # back once a pass, or the resident size creeps (see kernel.heap).
+        heap.trim()
         # A failed pass (OVSDB away, say) is tried again soon, not after a
         # whole interval.
         self._next_full = time.monotonic() + (
