@@ -128,6 +128,7 @@ class Worker:
         self._stopping = False
         self._thread = None
         self._next_full = None
+        self._last_pass_error = None
 
     # -- event side ---------------------------------------------------------
     def mark(self, port_ids):
@@ -169,10 +170,12 @@ class Worker:
         ok = True
         try:
             results = self._full_pass()
-        except Exception:
-            LOG.exception('Full pass failed')
+        except Exception as e:
+            self._log_failed_pass(e)
             results = {}
             ok = False
+        else:
+            self._last_pass_error = None
         self.backoff.reset()
         ok = self._account(results) and ok
         self.stats.full_passes += 1
@@ -189,6 +192,16 @@ class Worker:
             self._jittered() if ok else min(_FAILED_PASS_RETRY,
                                             self.interval))
         return results
+
+    def _log_failed_pass(self, error):
+        # The same failure again (OVSDB away for minutes, say) is one line
+        # per retry; its traceback was logged the first time.
+        key = (type(error), str(error))
+        if key == self._last_pass_error:
+            LOG.warning('Full pass failed again: %s', error)
+        else:
+            LOG.exception('Full pass failed')
+        self._last_pass_error = key
 
     def _run(self):
         while True:

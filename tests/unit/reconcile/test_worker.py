@@ -13,6 +13,8 @@
 import threading
 import time
 
+import fixtures
+
 from oslotest import base
 
 from vifagent.reconcile import worker
@@ -153,3 +155,18 @@ class TestReconciler(base.BaseTestCase):
         r.run_full_pass()
         self.assertFalse(r.stats.last_full_pass_ok)
         self.assertLessEqual(r._next_full - time.monotonic(), 5.0)
+
+    def test_a_full_pass_failing_alike_logs_one_traceback(self):
+        # OVSDB away for minutes: one traceback, then a line per retry.
+        logs = self.useFixture(fixtures.FakeLogger(
+            name='vifagent.reconcile.worker'))
+        errors = [RuntimeError('OVSDB away')] * 3 + [RuntimeError('other')]
+
+        def failing():
+            raise errors.pop(0)
+
+        r = worker.Worker(Recorder().reconcile, failing, 3600)
+        for _ in range(4):
+            r.run_full_pass()
+        self.assertEqual(2, logs.output.count('Traceback'))
+        self.assertEqual(4, logs.output.count('Full pass failed'))
