@@ -13,6 +13,7 @@
 """Rendering, parsing and planning of port filters: pure, no root."""
 
 import dataclasses
+import shlex
 
 from oslotest import base
 
@@ -392,6 +393,23 @@ class TestGuard(base.BaseTestCase):
                       'family inet', sets)
         self.assertIn('add element bridge vifagent vfa-arp { "qvb%s" : '
                       'jump vfa-a%s }' % (KEY, KEY), arp)
+
+    def test_rules_are_read_as_iptables_restore_reads_them(self):
+        desired = fw.render([port_filter(allowed_address_pairs=[
+            {'ip_address': 'fd00::/64'}])], groups_of(make_group()))
+        for rules in desired.chains.values():
+            for rule in rules:
+                self.assertEqual(shlex.split(rule), guard._words(rule))
+        for spec in ('-m comment --comment "a b" -j ACCEPT',
+                     "-s 10.0.0.1  -j  'ACCEPT'"):
+            self.assertEqual(shlex.split(spec), guard._words(spec))
+        # Quoting or escaping cannot hide a foreign target.
+        for spec in ('-j "DOCKER"', "-j 'FORWARD'", '-j DOC\\KER',
+                     '-j\tDOCKER', '-j "vfa-i%s" -j FORWARD' % KEY):
+            self.assertRaises(guard.Refused, guard.check_firewall,
+                              self.batch([['-A', 'vfa-i' + KEY, spec]]))
+        self.assertRaises(guard.Refused, guard.check_firewall,
+                          self.batch([['-A', 'vfa-i' + KEY, '-j "ACCEPT']]))
 
     def test_refusals(self):
         for lines in ([[':', 'FORWARD']], [[':', 'DOCKER']],
