@@ -211,6 +211,12 @@ class Benchmark(harness.AgentBench):
     def cleanup(self):
         clean = super().cleanup()
         for group in self.groups:
+            for tool in ('iptables', 'ip6tables'):
+                for kind in secgroup.GROUP_KINDS:
+                    chain = secgroup.group_chain_name(kind, group['id'])
+                    for verb in ('-F', '-X'):
+                        subprocess.run([tool, verb, chain],
+                                       capture_output=True)
             for family in (4, 6):
                 subprocess.run(['ipset', 'destroy',
                                 secgroup.set_name(group['id'], family)],

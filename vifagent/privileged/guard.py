@@ -27,9 +27,10 @@ against the devices as the daemon itself reads them:
 * deletion needs the device's own marker, read again here (or is of an
   unmarked veth named like ours: an end of a chain being adopted);
 * namespaces are named as the binding rules allow;
-* firewall batches name only chains and sets with our prefix, the only
-  rule written to a built-in chain is the jump to our hook chain, and
-  rules jump only to our chains or to plain verdicts.
+* firewall batches name only sets with our prefix and chains in one of
+  our forms (hook, common, per port, per group), the only rule written
+  to a built-in chain is the jump to our hook chain, and rules jump only
+  to such chains or to plain verdicts.
 """
 
 import ipaddress
@@ -172,8 +173,8 @@ _VERDICTS = frozenset(['ACCEPT', 'DROP', 'RETURN', 'CT'])
 
 
 def _our_chain(name):
-    if not (secgroup.ours(name) and len(name) <= 28 and
-            all(c.isalnum() or c in '-_' for c in name)):
+    """A hook, common, per-port or per-group chain name; nothing else."""
+    if secgroup.chain_kind(name) is None:
         raise Refused('chain %r is not ours' % (name,))
     return name
 

@@ -104,6 +104,19 @@ class TestPortSecurity(base.BaseTestCase):
         self.assertEqual(state.ERROR, reply['status'])
         self.assertIn('stateful', reply['reason'])
 
+    def test_group_ids_naming_the_same_chain_are_error(self):
+        # Group chains carry the first 21 characters of the group id: two
+        # groups sharing them would share a chain, so neither is used.
+        one = make_group('7c3d1a2b-0000-4000-8000-00000000aaaa')
+        two = make_group('7c3d1a2b-0000-4000-8000-00000000bbbb')
+        fine = make_group()
+        self.rec.sync_groups([one, two, fine])
+        reply = self.rec.bind(make([one]))
+        self.assertEqual(state.ERROR, reply['status'])
+        self.assertIn(two.id, reply['reason'])
+        self.assertEqual(set(), self.keys())
+        self.assertEqual(state.ACTIVE, self.rec.bind(make([fine]))['status'])
+
     def test_without_port_security_nothing_is_written(self):
         b = make(security=False)
         self.assertEqual(state.ACTIVE, self.rec.bind(b)['status'])
