@@ -338,13 +338,15 @@ def _port_chains(port, family):
     The port's chains hold what is its own (source check, conntrack
     state) and jump to the common chains and to each of its groups'
     chains: an ACCEPT there ends the packet, falling off returns here
-    for the next group, and what no group allows is dropped.
+    for the next group, and what no group allows is dropped. A source
+    the port may use goes (``-g``) from the source check to what is
+    allowed from any VM; no match there returns here, after the check.
     """
     pid = port.binding.port_id
     spoof = sg.chain_name('s', pid)
     to_vm, pre, post = sg.COMMON_CHAINS
     groups = _groups(port)
-    out = ['-j %s' % pre, '-j %s' % spoof, '-j %s' % post]
+    out = ['-j %s' % pre, '-j %s' % spoof]
     out += _state(port)
     out += ['-j %s' % sg.group_chain_name('o', g.id) for g in groups]
     out.append('-j DROP')
@@ -352,7 +354,7 @@ def _port_chains(port, family):
     into += _state(port)
     into += ['-j %s' % sg.group_chain_name('i', g.id) for g in groups]
     into.append('-j DROP')
-    check = ['-s %s -m mac --mac-source %s -j RETURN' % (ip, mac)
+    check = ['-s %s -m mac --mac-source %s -g %s' % (ip, mac, post)
              for ip, mac in _sources(port, family)]
     check.append('-j DROP')
     return {sg.chain_name('i', pid): into, sg.chain_name('o', pid): out,

@@ -153,21 +153,26 @@ class TestRender(base.BaseTestCase):
         rs = self.render(port_filter(allowed_address_pairs=[
             {'ip_address': '10.9.0.0/16', 'mac_address':
              'fa:16:3e:00:00:09'}]))
+        # A source the port may use goes on to what is allowed from any
+        # VM (a goto: no match there returns to the port's chain).
         self.assertEqual((
-            '-s 10.0.0.1/32 -m mac --mac-source fa:16:3e:00:00:01 -j RETURN',
-            '-s 10.9.0.0/16 -m mac --mac-source fa:16:3e:00:00:09 -j RETURN',
+            '-s 10.0.0.1/32 -m mac --mac-source fa:16:3e:00:00:01 -g '
+            + FROM_VM,
+            '-s 10.9.0.0/16 -m mac --mac-source fa:16:3e:00:00:09 -g '
+            + FROM_VM,
             '-j DROP'), rs.chains[(4, 'filter', 'vfa-s' + KEY)])
         self.assertEqual((
             '-s fe80::f816:3eff:fe00:1/128 -m mac --mac-source '
-            'fa:16:3e:00:00:01 -j RETURN',
+            'fa:16:3e:00:00:01 -g ' + FROM_VM,
             '-s fe80::f816:3eff:fe00:9/128 -m mac --mac-source '
-            'fa:16:3e:00:00:09 -j RETURN',
+            'fa:16:3e:00:00:09 -g ' + FROM_VM,
             '-j DROP'), rs.chains[(6, 'filter', 'vfa-s' + KEY)])
         # DHCP discovery before the source check, server replies dropped
         # after it: the port-independent parts are common chains.
         for family in fw.FAMILIES:
             self.assertEqual(
-                ('-j ' + FROM_VM_PRE, '-j vfa-s' + KEY, '-j ' + FROM_VM),
+                ('-j ' + FROM_VM_PRE, '-j vfa-s' + KEY,
+                 '-m conntrack --ctstate INVALID -j DROP'),
                 rs.chains[(family, 'filter', 'vfa-o' + KEY)][:3])
         self.assertEqual(('-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m '
                           'udp --sport 68 --dport 67 -j ACCEPT',),
