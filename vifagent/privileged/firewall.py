@@ -87,26 +87,35 @@ def _optional(argv):
         return None
 
 
-def _dump():
-    """The four dumps, taken at once, and the bridge-netfilter sysctls."""
+_DUMPS = {
+    4: lambda: _run(['iptables-save']),
+    6: lambda: _run(['ip6tables-save']),
+    'ipset': lambda: _optional(['ipset', 'save']),
+    'arp': lambda: _optional(['nft', 'list', 'table', 'bridge',
+                              secgroup.ARP_TABLE]),
+}
+
+
+def _dump(parts=None):
+    """Dumps of ``parts`` (default all), taken at once, and the sysctls."""
+    parts = [p for p in _DUMPS if parts is None or p in parts]
     with _lock:
-        v4, v6, ipset, arp = _at_once([
-            lambda: _run(['iptables-save']),
-            lambda: _run(['ip6tables-save']),
-            lambda: _optional(['ipset', 'save']),
-            lambda: _optional(['nft', 'list', 'table', 'bridge',
-                               secgroup.ARP_TABLE])])
+        outputs = dict(zip(parts, _at_once([_DUMPS[p] for p in parts])))
     result = {}
-    for family, tool, (rc, out, err) in ((4, 'iptables-save', v4),
-                                         (6, 'ip6tables-save', v6)):
+    for family, tool in ((4, 'iptables-save'), (6, 'ip6tables-save')):
+        if family in outputs:
+            rc, out, err = outputs[family]
+            if rc:
+                raise OSError('%s failed: %s' % (tool, err.strip()))
+            result[family] = out
+    if 'ipset' in outputs:
+        rc, out, err = outputs['ipset'] or (0, '', '')
         if rc:
-            raise OSError('%s failed: %s' % (tool, err.strip()))
-        result[family] = out
-    rc, out, err = ipset or (0, '', '')
-    if rc:
-        raise OSError('ipset save failed: %s' % err.strip())
-    result['ipset'] = out
-    result['arp'] = arp[1] if arp and arp[0] == 0 else ''
+            raise OSError('ipset save failed: %s' % err.strip())
+        result['ipset'] = out
+    if 'arp' in outputs:
+        arp = outputs['arp']
+        result['arp'] = arp[1] if arp and arp[0] == 0 else ''
     sysctls = {}
     for name in guard.FIREWALL_SYSCTLS:
         try:
@@ -119,9 +128,12 @@ def _dump():
 
 
 @privileged.net_admin.entrypoint
-def dump_firewall():
-    """Everything the planner reads, in one call."""
-    return _dump()
+def dump_firewall(parts=None):
+    """What the planner reads, in one call: all, or ``parts`` of it.
+
+    ``parts``: IP families (4, 6), ``'ipset'``, ``'arp'``.
+    """
+    return _dump(parts)
 
 
 @privileged.net_admin.entrypoint

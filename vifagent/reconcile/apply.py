@@ -168,7 +168,10 @@ class Engine:
                     LOG.error('Firewall batch failed: %s', error)
                     failed = {p.key: 'firewall: %s' % error
                               for p in filtered}
-                observed = self._fw_observe()
+                    observed = self._fw_observe()
+                else:
+                    # Verify what was written; the rest was just read.
+                    observed = self._fw_observe(batch.parts(), observed)
             bad = fw_mod.differing(desired, observed,
                                    {p.key for p in filtered})
             for key in bad:
@@ -180,8 +183,11 @@ class Engine:
                 if p.key in failed and p.filter is not None else p
                 for p in ports]
 
-    def _fw_observe(self):
-        observed = self.firewall.observe()
+    def _fw_observe(self, parts=None, last=None):
+        if parts is None:
+            observed = self.firewall.observe()
+        else:
+            observed = self.firewall.observe(parts, last)
         self.firewall_stats.dumps += 1
         self._filtered_keys = observed.keys()
         return observed

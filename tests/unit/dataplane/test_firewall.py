@@ -482,6 +482,30 @@ class TestPlan(base.BaseTestCase):
         self.assertEqual(['vfa-v4-7c3d1a2b-0000-4000-8000'],
                          batch.set_destroys)
 
+    def test_a_batch_names_the_parts_it_writes(self):
+        self.assertEqual({4, 6, 'ipset', 'arp'},
+                         fw.plan(self.desired, fw.parse({}), None).parts())
+        observed = self.observed()
+        observed.chains[(4, 'filter', GIN)] = ()
+        self.assertEqual({4}, fw.plan(self.desired, observed, None).parts())
+        self.assertEqual(set(), fw.plan(self.desired, self.observed(),
+                                        None).parts())
+
+    def test_a_partial_look_keeps_the_rest_of_the_last(self):
+        before = self.observed()
+        dumps = save_text(fw.render([], {}))
+        fresh = fw.parse({4: dumps[4], 'sysctls': dumps['sysctls']})
+        merged = fw.merge(fresh, before, {4})
+        self.assertEqual(
+            {k: v for k, v in before.chains.items() if k[0] == 6},
+            {k: v for k, v in merged.chains.items() if k[0] == 6})
+        self.assertFalse([k for k in merged.chains if k[0] == 4])
+        self.assertEqual({(6, 'filter'), (6, 'raw')}, merged.jumps)
+        self.assertEqual(before.sets, merged.sets)
+        self.assertEqual(before.arp, merged.arp)
+        self.assertEqual(before.arp_map, merged.arp_map)
+        self.assertTrue(merged.arp_base)
+
     def test_a_group_chain_goes_with_its_last_port(self):
         # One port leaves: the group chain stays for the other.
         batch = fw.plan(fw.render(self.ports[1:], self.groups),

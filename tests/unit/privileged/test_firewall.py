@@ -57,6 +57,13 @@ class TestTools(base.BaseTestCase):
         self.assertEqual('*filter\nCOMMIT\n', dumps[6])
         self.assertEqual(4, len(tools.calls))
 
+    def test_a_partial_dump_runs_only_its_tools(self):
+        tools = self.use(FakeTools(together=2))
+        dumps = priv_fw._dump([6, 'arp'])
+        self.assertEqual(['ip6tables-save', 'nft'],
+                         sorted(name for name, _ in tools.calls))
+        self.assertEqual({6, 'arp', 'sysctls'}, set(dumps))
+
     def test_the_families_and_the_bridge_table_apply_at_once(self):
         tools = self.use(FakeTools(together=3))
         batch = {'tables': [[4, 'filter', [[':', 'vfa-iabcdef01-23']]],

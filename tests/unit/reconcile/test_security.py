@@ -162,6 +162,26 @@ class TestPortSecurity(base.BaseTestCase):
         self.assertIsNone(self.rec.update_group(remote))
         self.assertIsNone(self.rec.update_group(make_group()))
 
+    def test_verification_reads_again_only_what_was_written(self):
+        g = make_group()
+        self.rec.sync_groups([g])
+        self.rec.sync([make([g]), make([g])])
+        # New ports (no set): both families and the ARP table written
+        # and read again.
+        self.assertEqual([None, {4, 6, 'arp'}],
+                         self.firewall.looks[-2:])
+        # An IPv4 rule added to the group: one chain written, and only
+        # the IPv4 tables read again to verify it.
+        changed = secgroup.SecurityGroup.from_dict(dict(
+            g.to_dict(), revision=1, rules=g.to_dict()['rules'] + [
+                {'direction': 'ingress', 'ethertype': 'IPv4',
+                 'protocol': 'tcp', 'port_range_min': 22}]))
+        self.rec.sync_groups([changed])
+        self.assertEqual(1, self.firewall.applied[-1].chains_written())
+        self.assertEqual([None, {4}], self.firewall.looks[-2:])
+        for b in self.rec.list():
+            self.assertEqual(state.ACTIVE, b['status'])
+
     def test_groups_are_durable_and_typed(self):
         g = make_group()
         self.rec.sync_groups([g])
