@@ -67,6 +67,9 @@ class FirewallStats:
     dumps: int = 0
     #: how long the last membership update took to apply, in ms
     last_members_ms: float = None
+    #: how long the last firewall step that wrote took (render, look,
+    #: plan, apply, verify), in ms
+    last_apply_ms: float = None
 
 
 class Engine:
@@ -150,6 +153,7 @@ class Engine:
         # or runs a firewall tool for it.
         if not scope and not (full and known):
             return ports
+        started = time.monotonic()
         desired = fw_mod.render([p.filter for p in filtered], groups)
         failed = {}
         try:
@@ -176,6 +180,9 @@ class Engine:
                                    {p.key for p in filtered})
             for key in bad:
                 failed.setdefault(key, 'filter not in place after apply')
+            if not batch.empty():
+                self.firewall_stats.last_apply_ms = round(
+                    (time.monotonic() - started) * 1000, 2)
         except (OSError, ValueError, exception.PrivilegedError) as e:
             LOG.error('Firewall unavailable: %s', e)
             failed = {p.key: 'firewall: %s' % e for p in filtered}

@@ -182,6 +182,19 @@ class TestPortSecurity(base.BaseTestCase):
         for b in self.rec.list():
             self.assertEqual(state.ACTIVE, b['status'])
 
+    def test_the_last_firewall_write_is_timed(self):
+        g = make_group()
+        self.rec.sync_groups([g])
+        self.assertIsNone(self.rec.to_dict()['firewall']['last_apply_ms'])
+        self.rec.sync([make([g])])
+        took = self.rec.to_dict()['firewall']['last_apply_ms']
+        self.assertGreaterEqual(took, 0)
+        # A pass that writes nothing leaves it as it was.
+        self.firewall.rules.chains = dict(self.firewall.rules.chains)
+        self.rec.worker.run_full_pass()
+        self.assertEqual(took,
+                         self.rec.to_dict()['firewall']['last_apply_ms'])
+
     def test_groups_are_durable_and_typed(self):
         g = make_group()
         self.rec.sync_groups([g])
