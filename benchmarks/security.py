@@ -16,7 +16,9 @@ Against a ``vifagent-agent`` of its own, per round and with fresh ports:
 one ``sync_ports`` of N new ports without port security, ``sync_ports([])``;
 then one ``sync_ports`` of N new ports with port security and two groups
 of 20 rules each (one rule matching a remote group whose members are the
-N ports' addresses), checked in iptables; then ``--updates`` membership
+N ports' addresses), checked in iptables, with the time the agent's
+firewall step took (``firewall.last_apply_ms``: render, look, plan,
+apply, verify); then ``--updates`` membership
 changes of the remote group (one address added, then removed), each a
 ``sync_security_groups`` call timed to its reply and by the agent's own
 clock for the apply (``firewall.last_members_ms`` in its state), and the
@@ -136,6 +138,8 @@ class Benchmark(harness.AgentBench):
             self.secure(p, i) for i, p in enumerate(ports)])
         self.expect_synced(reply, ports, ports)
         self.check_filtered(ports)
+        result['firewall'] = client.get_agent_state()['firewall'][
+            'last_apply_ms'] / 1000.0
 
         log('%s: %d membership changes of a group of %d', tag,
             self.args.updates, n)
@@ -165,9 +169,10 @@ class Benchmark(harness.AgentBench):
         self.check_gone(ports, 'secure')
         self.delete_namespaces({p.netns for p in ports if p.netns})
         result['ratio'] = result['secure'] / result['plain']
-        log('%s: plain %.2f s, secure %.2f s (x%.2f), member change '
-            '%.1f ms', tag, result['plain'], result['secure'],
-            result['ratio'], result['member'] * 1000)
+        log('%s: plain %.2f s, secure %.2f s (x%.2f; firewall step %.2f '
+            's), member change %.1f ms', tag, result['plain'],
+            result['secure'], result['ratio'], result['firewall'],
+            result['member'] * 1000)
         self.rounds.append(result)
 
     def report(self):
@@ -176,6 +181,8 @@ class Benchmark(harness.AgentBench):
                  's', 1),
                 ('sync_ports, %d ports, 2 groups x %d rules' % (
                     n, RULES_PER_GROUP), 'secure', 's', 1),
+                ('  of which the firewall step (agent clock)', 'firewall',
+                 's', 1),
                 ('ratio secure / plain', 'ratio', 'x', 1),
                 ('member change of a %d-port group: apply, median' % n,
                  'member', 'ms', 1000),
@@ -211,6 +218,12 @@ class Benchmark(harness.AgentBench):
     def cleanup(self):
         clean = super().cleanup()
         for group in self.groups:
+            for tool in ('iptables', 'ip6tables'):
+                for kind in secgroup.GROUP_KINDS:
+                    chain = secgroup.group_chain_name(kind, group['id'])
+                    for verb in ('-F', '-X'):
+                        subprocess.run([tool, verb, chain],
+                                       capture_output=True)
             for family in (4, 6):
                 subprocess.run(['ipset', 'destroy',
                                 secgroup.set_name(group['id'], family)],

@@ -139,8 +139,10 @@ ovs-vsctl --columns=name,tag list Port "qvo${PORTS[0]:0:11}" \
 say "ping from ${VMS[0]} (${ADDRS[0]%/*}) to ${VMS[1]} (${ADDRS[1]%/*})"
 ip netns exec "${VMS[0]}" ping -c 3 -i 0.3 "${ADDRS[1]%/*}"
 
-say "their filter: iptables chains named after the ports"
+say "their filter: each port's chain jumps to its group's chain"
 iptables -S "vfa-i${PORTS[1]:0:11}"
+say "the group's rules, once for both ports"
+iptables -S "vfa-gi-${GROUP:0:21}"
 
 say "TCP from ${VMS[0]} to ${VMS[1]}: port 22 allowed, port 80 blocked"
 # Something listening on both ports inside the second VM.

@@ -282,6 +282,19 @@ HOOK_CHAINS = {'filter': ('FORWARD', 'vifagent-FORWARD'),
 #: Per-port chains: to the VM, from the VM, source check, conntrack zone,
 #: and ARP check (in the nftables ``bridge`` table).
 CHAIN_KINDS = ('i', 'o', 's', 'z', 'a')
+#: Port-independent chains of each IP family's filter table, written once
+#: and jumped to by every filtered port: what always passes to the VM,
+#: and what passes or is dropped from it before and after its source
+#: check. They stay once made, as the hook chains do.
+COMMON_CHAINS = ('vifagent-TO-VM', 'vifagent-FROM-VM-PRE',
+                 'vifagent-FROM-VM')
+#: Per-group chains: a group's rules of one direction (``i`` to the VM,
+#: ``o`` from it), once per host for every port in the group.
+GROUP_KINDS = ('i', 'o')
+_GROUP_PREFIX = 'vfa-g%s-'
+#: iptables chain names are at most 28 characters.
+_GROUP_ID_LEN = 21
+_GROUP_ID_CHARS = frozenset('0123456789abcdef-')
 #: The nftables bridge-family table holding the ARP checks, its base
 #: chain and the map from a port's qvb to its ARP chain.
 ARP_TABLE = 'vifagent'
@@ -307,6 +320,55 @@ def chain_key(name):
     if (isinstance(name, str) and len(name) == 16 and
             name.startswith('vfa-') and name[4] in CHAIN_KINDS):
         return name[5:]
+    return None
+
+
+def group_chain_name(kind, group_id):
+    """``vfa-g<kind>-<first 21 characters of the group id>``."""
+    return (_GROUP_PREFIX % kind) + group_id[:_GROUP_ID_LEN]
+
+
+def group_chain_id(name):
+    """The group id prefix a per-group chain is named after, else None."""
+    if (isinstance(name, str) and
+            len(name) == len(_GROUP_PREFIX % 'i') + _GROUP_ID_LEN and
+            name.startswith('vfa-g') and name[5] in GROUP_KINDS and
+            name[6] == '-' and set(name[7:]) <= _GROUP_ID_CHARS):
+        return name[7:]
+    return None
+
+
+def name_clashes(group_ids):
+    """``{id: other ids}`` of groups whose chains or sets would share a name.
+
+    Names carry a prefix of the group id (21 characters for chains, 23
+    for sets): two ids sharing it must not be used, or one group's rules
+    would filter the other's ports.
+    """
+    by_prefix = {}
+    for gid in group_ids:
+        by_prefix.setdefault(gid[:_GROUP_ID_LEN], set()).add(gid)
+    return {gid: sorted(same - {gid}) for same in by_prefix.values()
+            if len(same) > 1 for gid in same}
+
+
+def chain_kind(name):
+    """'hook', 'common', 'port' or 'group' for the chains of ours, else None.
+
+    Only these forms are ever written (and the privileged daemon accepts
+    no other): a chain with our prefix in any other form is not ours.
+    """
+    if not isinstance(name, str):
+        return None
+    if name in COMMON_CHAINS:
+        return 'common'
+    if any(name == hook for _, hook in HOOK_CHAINS.values()):
+        return 'hook'
+    if chain_key(name) is not None and name[4] != 'a' and \
+            set(name[5:]) <= _GROUP_ID_CHARS:
+        return 'port'
+    if group_chain_id(name) is not None:
+        return 'group'
     return None
 
 

@@ -164,15 +164,21 @@ class FakeFirewall:
         self.fail = None
         self.applied = []
         self.member_updates = []
+        #: the parts each observation read (None: all)
+        self.looks = []
 
-    def observe(self):
-        return fw_mod.Ruleset(chains=dict(self.rules.chains),
-                              jumps=set(self.rules.jumps),
-                              sets=dict(self.rules.sets),
-                              sysctls={n: '1' for n in fw_mod.SYSCTLS},
-                              arp=dict(self.rules.arp),
-                              arp_map=dict(self.rules.arp_map),
-                              arp_base=self.rules.arp_base)
+    def observe(self, parts=None, last=None):
+        self.looks.append(None if parts is None else set(parts))
+        fresh = fw_mod.Ruleset(chains=dict(self.rules.chains),
+                               jumps=set(self.rules.jumps),
+                               sets=dict(self.rules.sets),
+                               sysctls={n: '1' for n in fw_mod.SYSCTLS},
+                               arp=dict(self.rules.arp),
+                               arp_map=dict(self.rules.arp_map),
+                               arp_base=self.rules.arp_base)
+        if parts is None:
+            return fresh
+        return fw_mod.merge(fresh, last, parts)
 
     def update_members(self, groups):
         """Like the daemon: existing sets only; (written, error)."""

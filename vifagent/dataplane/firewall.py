@@ -19,11 +19,24 @@ Three pure steps and a thin shell around privsep:
 * :func:`parse` reads ``iptables-save``/``ip6tables-save``/``ipset save``
   output back into the same shape, keeping only what carries our prefix;
 * :func:`plan` compares the two and returns the smallest :class:`Batch`
-  (rewrite a per-port chain that differs, add or delete single dispatch
-  rules, add or remove set members);
+  (rewrite a chain that differs, add or delete single dispatch rules,
+  add or remove set members);
 * :class:`Firewall` dumps the host's firewall in one privileged call and
   applies a batch in one more (``iptables-restore --noflush`` per family,
   ``ipset restore`` for sets).
+
+Layout: what is the same for every port is written once per host. Each
+security group has one chain per IP family and direction holding its
+rules (``vfa-gi-<group id>``, ``vfa-go-...``); the port-independent
+rules (DHCP, neighbour discovery, no router advertisements) are in three
+common chains. A port's own chains hold only what is its own (the source
+check, the conntrack state rules) and jump to the common chains and to
+its groups' chains, then drop: an ACCEPT in a group chain ends the
+packet, falling off its end returns to the port's chain for the next
+group. A port in two groups costs 38 rules whatever the groups hold
+(neutron's iptables_hybrid layout repeats every group rule in every
+port's chain), and a group rule change rewrites the group's chain, no
+port's.
 
 Traffic of a port is recognised by its qvb (``--physdev-out qvb``: from
 the VM, ``--physdev-in qvb``: to the VM), whose name derives from the port
@@ -150,6 +163,17 @@ class Batch:
     def table(self, family, table):
         return self.tables.setdefault((family, table), TableOps())
 
+    def parts(self):
+        """What this batch writes: IP families, ``'ipset'``, ``'arp'``."""
+        parts = {family for (family, _), ops in self.tables.items()
+                 if not ops.empty()}
+        if self.set_creates or self.set_adds or self.set_dels or \
+                self.set_destroys:
+            parts.add('ipset')
+        if self.arp:
+            parts.add('arp')
+        return parts
+
     def chains_written(self):
         return sum(len(t.declare) for t in self.tables.values()) + len(
             [op for op in self.arp if op[0] == 'chain'])
@@ -257,20 +281,52 @@ def _rule_spec(rule, family):
     return ' '.join(parts)
 
 
-def _group_rules(port, family, direction):
-    specs = []
-    for group in port.groups:
+def _group_chains(group, family):
+    """{chain: rules} of one group in one family: its rules, once."""
+    chains = {}
+    for kind, direction in (('i', sg.INGRESS), ('o', sg.EGRESS)):
+        specs = []
         for rule in group.rules:
             if rule.family == family and rule.direction == direction:
                 spec = _rule_spec(rule, family)
                 if spec not in specs:
                     specs.append(spec)
-    return specs
+        chains[sg.group_chain_name(kind, group.id)] = tuple(specs)
+    return chains
 
 
 def _icmp6(types, target):
     return ['-p ipv6-icmp -m icmp6 --icmpv6-type %d -j %s' % (t, target)
             for t in types]
+
+
+def _common_chains(family):
+    """{chain: rules}: what every port allows or drops, whatever its id.
+
+    Every rule ends in ACCEPT or DROP, so jumping here from a port's
+    chain means the same as having these rules in it: a match ends the
+    packet, no match returns to the port's next rule.
+    """
+    to_vm, pre, post = sg.COMMON_CHAINS
+    if family == 4:
+        return {
+            to_vm: ('-p udp -m udp --sport 67 --dport 68 -j ACCEPT',),
+            # DHCP discovery, before the VM has an address.
+            pre: ('-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp '
+                  '--sport 68 --dport 67 -j ACCEPT',),
+            post: ('-p udp -m udp --sport 68 --dport 67 -j ACCEPT',
+                   '-p udp -m udp --sport 67 --dport 68 -j DROP')}
+    return {
+        to_vm: tuple(_icmp6(_ND_IN, 'ACCEPT') + [
+            '-p udp -m udp --sport 547 --dport 546 -j ACCEPT']),
+        # Duplicate address detection and MLD from the unspecified
+        # address, then no router advertisements from the VM.
+        pre: tuple(['-s ::/128 -d ff02::/16 -p ipv6-icmp -m icmp6 '
+                    '--icmpv6-type %d -j ACCEPT' % t
+                    for t in (131, 135, 143)] + _icmp6([_RA], 'DROP')),
+        post: tuple(_icmp6(_ND_OUT, 'ACCEPT') + [
+            '-p udp -m udp --sport 546 --dport 547 -j ACCEPT',
+            '-p udp -m udp --sport 547 --dport 546 -j DROP'])}
 
 
 def _state(port):
@@ -280,41 +336,37 @@ def _state(port):
             '-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT']
 
 
+def _groups(port):
+    """The port's groups, each once, in the binding's order."""
+    seen = {}
+    for group in port.groups:
+        seen.setdefault(group.id, group)
+    return list(seen.values())
+
+
 def _port_chains(port, family):
-    """{chain: rules} of one port in the filter table of one family."""
+    """{chain: rules} of one port in the filter table of one family.
+
+    The port's chains hold what is its own (source check, conntrack
+    state) and jump to the common chains and to each of its groups'
+    chains: an ACCEPT there ends the packet, falling off returns here
+    for the next group, and what no group allows is dropped. A source
+    the port may use goes (``-g``) from the source check to what is
+    allowed from any VM; no match there returns here, after the check.
+    """
     pid = port.binding.port_id
     spoof = sg.chain_name('s', pid)
-    out = []
-    if family == 4:
-        # DHCP discovery, before the VM has an address.
-        out.append('-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m udp '
-                   '--sport 68 --dport 67 -j ACCEPT')
-        out.append('-j %s' % spoof)
-        out.append('-p udp -m udp --sport 68 --dport 67 -j ACCEPT')
-        out.append('-p udp -m udp --sport 67 --dport 68 -j DROP')
-    else:
-        # Duplicate address detection and MLD from the unspecified
-        # address, then no router advertisements from the VM.
-        out += ['-s ::/128 -d ff02::/16 -p ipv6-icmp -m icmp6 '
-                '--icmpv6-type %d -j ACCEPT' % t for t in (131, 135, 143)]
-        out += _icmp6([_RA], 'DROP')
-        out.append('-j %s' % spoof)
-        out += _icmp6(_ND_OUT, 'ACCEPT')
-        out.append('-p udp -m udp --sport 546 --dport 547 -j ACCEPT')
-        out.append('-p udp -m udp --sport 547 --dport 546 -j DROP')
+    to_vm, pre, post = sg.COMMON_CHAINS
+    groups = _groups(port)
+    out = ['-j %s' % pre, '-j %s' % spoof]
     out += _state(port)
-    out += _group_rules(port, family, sg.EGRESS)
+    out += ['-j %s' % sg.group_chain_name('o', g.id) for g in groups]
     out.append('-j DROP')
-    into = []
-    if family == 4:
-        into.append('-p udp -m udp --sport 67 --dport 68 -j ACCEPT')
-    else:
-        into += _icmp6(_ND_IN, 'ACCEPT')
-        into.append('-p udp -m udp --sport 547 --dport 546 -j ACCEPT')
+    into = ['-j %s' % to_vm]
     into += _state(port)
-    into += _group_rules(port, family, sg.INGRESS)
+    into += ['-j %s' % sg.group_chain_name('i', g.id) for g in groups]
     into.append('-j DROP')
-    check = ['-s %s -m mac --mac-source %s -j RETURN' % (ip, mac)
+    check = ['-s %s -m mac --mac-source %s -g %s' % (ip, mac, post)
              for ip, mac in _sources(port, family)]
     check.append('-j DROP')
     return {sg.chain_name('i', pid): into, sg.chain_name('o', pid): out,
@@ -358,11 +410,16 @@ def render(ports, groups):
     for family in FAMILIES:
         for table in TABLES:
             result.chains[(family, table, sg.HOOK_CHAINS[table][1])] = ()
+        for chain, rules in _common_chains(family).items():
+            result.chains[(family, 'filter', chain)] = rules
     for port in ports:
         pid = port.binding.port_id
         for family in FAMILIES:
             for chain, rules in _port_chains(port, family).items():
                 result.chains[(family, 'filter', chain)] = tuple(rules)
+            for group in _groups(port):
+                for chain, rules in _group_chains(group, family).items():
+                    result.chains[(family, 'filter', chain)] = rules
             zone = ('-j CT --zone %d' % port.zone if port.stateful
                     else '-j CT --notrack')
             result.chains[(family, 'raw', sg.chain_name('z', pid))] = (
@@ -417,12 +474,12 @@ def parse(dumps, protocols=None):
                 continue
             elif line.startswith(':'):
                 chain = line[1:].split(' ', 1)[0]
-                if sg.ours(chain):
+                if sg.ours(chain) and sg.chain_kind(chain):
                     result.chains.setdefault((family, table, chain), ())
             elif line.startswith('-A '):
                 _, chain, *rest = line.split(' ', 2)
                 spec = _normal(rest[0] if rest else '', protocols)
-                if sg.ours(chain):
+                if sg.ours(chain) and sg.chain_kind(chain):
                     key = (family, table, chain)
                     result.chains[key] = result.chains.get(key, ()) + (spec,)
                 elif (sg.HOOK_CHAINS[table][0] == chain and
@@ -440,6 +497,26 @@ def parse(dumps, protocols=None):
             result.sets[words[1]] = (family, members | {words[2]})
     result.sysctls = dict(dumps.get('sysctls') or {})
     _parse_arp(dumps.get('arp') or '', result)
+    return result
+
+
+def merge(fresh, last, parts):
+    """``fresh`` (a look at ``parts`` only) completed from ``last``.
+
+    A verification reads again only what a batch wrote; what it did not
+    write is as the look before it found it.
+    """
+    result = Ruleset(sysctls=dict(fresh.sysctls))
+    for family in FAMILIES:
+        source = fresh if family in parts else last
+        result.chains.update({k: v for k, v in source.chains.items()
+                              if k[0] == family})
+        result.jumps |= {j for j in source.jumps if j[0] == family}
+    result.sets = dict((fresh if 'ipset' in parts else last).sets)
+    source = fresh if 'arp' in parts else last
+    result.arp = dict(source.arp)
+    result.arp_map = dict(source.arp_map)
+    result.arp_base = source.arp_base
     return result
 
 
@@ -482,6 +559,22 @@ def _rule_key(rule):
     return sg.chain_key(rule.rsplit(' ', 1)[-1])
 
 
+def _target(rule):
+    """The chain or verdict a rule jumps to, or None."""
+    words = rule.split()
+    for i, word in enumerate(words[:-1]):
+        if word in ('-j', '-g'):
+            return words[i + 1]
+    return None
+
+
+def _repair_key(chain):
+    """Whose repair a chain's rewrite is: a port key, or a shared chain."""
+    if sg.chain_kind(chain) == 'port':
+        return sg.chain_key(chain)
+    return chain
+
+
 def plan(desired, observed, scope=None, keep=()):
     """The Batch that makes ``observed`` match ``desired``; pure.
 
@@ -489,6 +582,8 @@ def plan(desired, observed, scope=None, keep=()):
     the full pass and garbage collection do); ``keep``: keys never
     touched (ports waiting for a group, or in error). Foreign chains and
     sets never appear in either Ruleset, so nothing here can name them.
+    Group chains are shared by every port of the group: one goes when
+    it is not wanted and no chain left after the batch jumps to it.
     """
     batch = Batch()
     keep = set(keep)
@@ -504,29 +599,29 @@ def plan(desired, observed, scope=None, keep=()):
             hk = (family, table, hook)
             want_hook = hk in desired.chains
             have_hook = hk in observed.chains
-            # Per-port chains: rewrite what differs, remove what is not
-            # wanted. New chains are declared before any rule uses them.
-            for (f, t, chain), rules in sorted(desired.chains.items()):
-                if (f, t) != (family, table) or chain == hook:
-                    continue
-                have = observed.chains.get((f, t, chain))
-                if have != rules:
-                    key = sg.chain_key(chain)
+            want = {c: r for (f, t, c), r in desired.chains.items()
+                    if (f, t) == (family, table) and c != hook}
+            have = {c: r for (f, t, c), r in observed.chains.items()
+                    if (f, t) == (family, table) and c != hook}
+            # Chains (per port, per group, common): rewrite what differs.
+            # New chains are declared before any rule uses them.
+            for chain, rules in sorted(want.items()):
+                if have.get(chain) != rules:
                     ops.declare.append(chain)
                     ops.append += [(chain, r) for r in rules]
-                    batch.repairs.setdefault(key, []).append(
-                        'fw_chain_missing' if have is None
+                    batch.repairs.setdefault(_repair_key(chain), []).append(
+                        'fw_chain_missing' if chain not in have
                         else 'fw_chain_drift')
-            for (f, t, chain) in sorted(observed.chains):
-                if (f, t) != (family, table) or chain == hook:
-                    continue
-                key = sg.chain_key(chain)
-                if (f, t, chain) in desired.chains:
-                    continue
-                if key is None and scope is not None:
-                    continue
-                if key is not None and not in_scope(key):
-                    continue
+            # Per-port chains not wanted go, for the ports in scope; then
+            # group chains not wanted that nothing left jumps to.
+            gone = [c for c in sorted(have) if c not in want and
+                    sg.chain_kind(c) == 'port' and in_scope(sg.chain_key(c))]
+            left = {c: r for c, r in have.items() if c not in gone}
+            left.update(want)
+            targets = {_target(r) for rules in left.values() for r in rules}
+            gone += [c for c in sorted(have) if c not in want and
+                     sg.chain_kind(c) == 'group' and c not in targets]
+            for chain in gone:
                 ops.declare.append(chain)
                 ops.destroy.append(chain)
                 removed_chains.add(chain)
@@ -538,15 +633,16 @@ def plan(desired, observed, scope=None, keep=()):
                 # have just made it and filled it.
                 ops.create_hook = True
                 batch.repairs.setdefault(None, []).append('fw_hook_chain')
-            want = desired.chains.get(hk, ())
-            have = observed.chains.get(hk, ()) if have_hook else ()
-            for rule in have:
+            want_rules = desired.chains.get(hk, ())
+            have_rules = observed.chains.get(hk, ()) if have_hook else ()
+            for rule in have_rules:
                 key = _rule_key(rule)
-                if rule not in want and (key is None and scope is None or
-                                         key is not None and in_scope(key)):
+                if rule not in want_rules and (
+                        key is None and scope is None or
+                        key is not None and in_scope(key)):
                     ops.delete_rules.append((hook, rule))
-            for rule in want:
-                if rule not in have:
+            for rule in want_rules:
+                if rule not in have_rules:
                     ops.append.append((hook, rule))
                     batch.repairs.setdefault(_rule_key(rule), []).append(
                         'fw_dispatch')
@@ -556,14 +652,18 @@ def plan(desired, observed, scope=None, keep=()):
             elif (not want_hook and have_hook and scope is None and
                   not keep and not _remaining(observed, family, table,
                                               removed_chains)):
-                # Nothing of ours is left to filter: remove the hook too.
+                # Nothing of ours is left to filter: remove the hook and
+                # the common chains too (other agents' ports would still
+                # jump to them: they stay while any port chain does).
                 if (family, table) in observed.jumps:
                     ops.hook = 'delete'
                 # Declaring flushes it: its rules go with it.
                 ops.delete_rules = [(c, r) for c, r in ops.delete_rules
                                     if c != hook]
-                ops.declare.append(hook)
-                ops.destroy.append(hook)
+                common = sorted(c for c in have
+                                if sg.chain_kind(c) == 'common')
+                ops.declare += [hook] + common
+                ops.destroy += [hook] + common
     _plan_sets(batch, desired, observed, scope, removed_chains)
     _plan_arp(batch, desired, observed, in_scope)
     if desired.chains:
@@ -602,9 +702,9 @@ def _plan_arp(batch, desired, observed, in_scope):
 
 
 def _remaining(observed, family, table, removed):
-    """True when chains of ours other than the hook stay in a table."""
-    hook = sg.HOOK_CHAINS[table][1]
-    return any(c not in removed and c != hook
+    """True when port or group chains of ours stay in a table."""
+    return any(c not in removed and
+               sg.chain_kind(c) not in ('hook', 'common')
                for (f, t, c) in observed.chains if (f, t) == (family, table))
 
 
@@ -639,14 +739,29 @@ def _plan_sets(batch, desired, observed, scope, removed_chains):
 
 
 def differing(desired, observed, keys):
-    """Port keys (of ``keys``) whose objects do not match; pure."""
-    check = plan(desired, observed, scope=set(keys))
-    bad = {k for k in check.repairs if k is not None} & set(keys)
+    """Port keys (of ``keys``) whose objects do not match; pure.
+
+    A shared chain that differs counts against every port jumping to it.
+    """
+    keys = set(keys)
+    check = plan(desired, observed, scope=keys)
+    users = {}
+    for (_, _, chain), rules in desired.chains.items():
+        if sg.chain_kind(chain) == 'port':
+            for rule in rules:
+                users.setdefault(_target(rule), set()).add(
+                    sg.chain_key(chain))
+    bad = set()
+    for key in check.repairs:
+        if key is None:
+            bad |= keys
+        elif key in keys:
+            bad.add(key)
+        else:
+            bad |= users.get(key, set()) & keys
     for name, (family, members) in desired.sets.items():
         if observed.sets.get(name, (family, None))[1] != members:
-            bad |= set(keys)
-    if check.repairs.get(None):
-        bad |= set(keys)
+            bad |= keys
     return bad
 
 
@@ -681,9 +796,18 @@ class Firewall:
                 pass
         return self._protocols
 
-    def observe(self):
-        """The firewall's chains and sets of ours, read in one dump."""
-        return parse(self._call(self._priv.dump_firewall), self.protocols())
+    def observe(self, parts=None, last=None):
+        """The firewall's chains and sets of ours, read in one dump.
+
+        With ``parts`` (see Batch.parts) only those are read again; the
+        rest is taken from ``last``, the Ruleset of the look before.
+        """
+        if parts is None:
+            return parse(self._call(self._priv.dump_firewall),
+                         self.protocols())
+        fresh = parse(self._call(self._priv.dump_firewall, sorted(
+            parts, key=str)), self.protocols())
+        return merge(fresh, last, parts)
 
     def update_members(self, groups):
         """Bring the existing sets of ``groups`` to their members.

@@ -13,15 +13,18 @@
 """Firewall reads and writes, run inside the privsep daemon in batches.
 
 One call dumps everything (``iptables-save``, ``ip6tables-save``,
-``ipset save`` and the bridge-netfilter sysctls); one call applies a
-planned batch: set changes in one ``ipset restore``, then one
+``ipset save`` and ``nft list table bridge vifagent``, run side by side,
+and the bridge-netfilter sysctls); one call applies a planned batch: set
+changes in one ``ipset restore``, then, side by side, one
 ``iptables-restore --noflush`` per IP family (each table commits as one
-nftables transaction), then the ARP checks of the bridge table in one
+nftables transaction) and the ARP checks of the bridge table in one
 ``nft -f`` transaction, then set removals. Every command is checked by
 vifagent.privileged.guard first: only chains and sets with our prefix,
 and only our own jump in the built-in chains, can be named.
 """
 
+from concurrent import futures
+import functools
 import ipaddress
 import os
 import shutil
@@ -64,29 +67,55 @@ def _sysctl_path(name):
     return '/proc/sys/' + name.replace('.', '/')
 
 
-@privileged.net_admin.entrypoint
-def dump_firewall():
-    """Everything the planner reads, in one call."""
-    result = {}
+def _at_once(calls):
+    """Run independent calls side by side; return their results in order.
+
+    Each tool spends most of its time in its own process and the kernel,
+    so a dump or an apply costs about its slowest tool, not their sum.
+    """
+    if len(calls) < 2:
+        return [call() for call in calls]
+    with futures.ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+def _optional(argv):
+    """Run a tool that may not be installed: None when it is not."""
+    try:
+        return _run(argv)
+    except FileNotFoundError:
+        return None
+
+
+_DUMPS = {
+    4: lambda: _run(['iptables-save']),
+    6: lambda: _run(['ip6tables-save']),
+    'ipset': lambda: _optional(['ipset', 'save']),
+    'arp': lambda: _optional(['nft', 'list', 'table', 'bridge',
+                              secgroup.ARP_TABLE]),
+}
+
+
+def _dump(parts=None):
+    """Dumps of ``parts`` (default all), taken at once, and the sysctls."""
+    parts = [p for p in _DUMPS if parts is None or p in parts]
     with _lock:
-        for family, tool in ((4, 'iptables-save'), (6, 'ip6tables-save')):
-            rc, out, err = _run([tool])
+        outputs = dict(zip(parts, _at_once([_DUMPS[p] for p in parts])))
+    result = {}
+    for family, tool in ((4, 'iptables-save'), (6, 'ip6tables-save')):
+        if family in outputs:
+            rc, out, err = outputs[family]
             if rc:
                 raise OSError('%s failed: %s' % (tool, err.strip()))
             result[family] = out
-        try:
-            rc, out, err = _run(['ipset', 'save'])
-        except FileNotFoundError:
-            rc, out, err = 0, '', ''
+    if 'ipset' in outputs:
+        rc, out, err = outputs['ipset'] or (0, '', '')
         if rc:
             raise OSError('ipset save failed: %s' % err.strip())
         result['ipset'] = out
-        try:
-            rc, out, err = _run(['nft', 'list', 'table', 'bridge',
-                                 secgroup.ARP_TABLE])
-        except FileNotFoundError:
-            rc, out = 1, ''
-        result['arp'] = out if rc == 0 else ''
+    if 'arp' in outputs:
+        arp = outputs['arp']
+        result['arp'] = arp[1] if arp and arp[0] == 0 else ''
     sysctls = {}
     for name in guard.FIREWALL_SYSCTLS:
         try:
@@ -96,6 +125,15 @@ def dump_firewall():
             sysctls[name] = None
     result['sysctls'] = sysctls
     return result
+
+
+@privileged.net_admin.entrypoint
+def dump_firewall(parts=None):
+    """What the planner reads, in one call: all, or ``parts`` of it.
+
+    ``parts``: IP families (4, 6), ``'ipset'``, ``'arp'``.
+    """
+    return _dump(parts)
 
 
 @privileged.net_admin.entrypoint
@@ -176,9 +214,28 @@ def _hooks(family, steps):
     return None
 
 
-@privileged.net_admin.entrypoint
-def apply_firewall(batch):
-    """Apply an encoded Batch; return None or the first error."""
+def _restore(family, before, text):
+    """One family's hook steps, then its restore; None or the error."""
+    error = _hooks(family, before)
+    if error:
+        return error
+    tool = 'iptables-restore' if family == 4 else 'ip6tables-restore'
+    rc, _, err = _run([tool, '--noflush'], text)
+    return '%s: %s' % (tool, err.strip()) if rc else None
+
+
+def _nft(text):
+    rc, _, err = _run(['nft', '-f', '-'], text)
+    return 'nft: %s' % err.strip() if rc else None
+
+
+def _apply(batch):
+    """Apply an encoded Batch; return None or the first error.
+
+    Sets are made first (rules name them) and removed last (once no
+    rule does); in between, each IP family's restore and the bridge
+    table's transaction are independent and run at once.
+    """
     try:
         tables, sets, destroys, sysctls, arp = guard.check_firewall(batch)
     except guard.Refused as e:
@@ -194,22 +251,21 @@ def apply_firewall(batch):
                               '\n'.join(sets) + '\n')
             if rc:
                 return 'ipset restore: %s' % err.strip()
-        for family, before, text in tables:
-            error = _hooks(family, before)
+        calls = [functools.partial(_restore, *table) for table in tables]
+        if arp:
+            calls.append(functools.partial(_nft, arp))
+        for error in _at_once(calls):
             if error:
                 return error
-            tool = 'iptables-restore' if family == 4 else \
-                'ip6tables-restore'
-            rc, _, err = _run([tool, '--noflush'], text)
-            if rc:
-                return '%s: %s' % (tool, err.strip())
-        if arp:
-            rc, _, err = _run(['nft', '-f', '-'], arp)
-            if rc:
-                return 'nft: %s' % err.strip()
         if destroys:
             rc, _, err = _run(['ipset', '-exist', 'restore'],
                               '\n'.join(destroys) + '\n')
             if rc:
                 return 'ipset destroy: %s' % err.strip()
     return None
+
+
+@privileged.net_admin.entrypoint
+def apply_firewall(batch):
+    """Apply an encoded Batch; return None or the first error."""
+    return _apply(batch)

@@ -27,9 +27,10 @@ against the devices as the daemon itself reads them:
 * deletion needs the device's own marker, read again here (or is of an
   unmarked veth named like ours: an end of a chain being adopted);
 * namespaces are named as the binding rules allow;
-* firewall batches name only chains and sets with our prefix, the only
-  rule written to a built-in chain is the jump to our hook chain, and
-  rules jump only to our chains or to plain verdicts.
+* firewall batches name only sets with our prefix and chains in one of
+  our forms (hook, common, per port, per group), the only rule written
+  to a built-in chain is the jump to our hook chain, and rules jump only
+  to such chains or to plain verdicts.
 """
 
 import ipaddress
@@ -172,20 +173,36 @@ _VERDICTS = frozenset(['ACCEPT', 'DROP', 'RETURN', 'CT'])
 
 
 def _our_chain(name):
-    if not (secgroup.ours(name) and len(name) <= 28 and
-            all(c.isalnum() or c in '-_' for c in name)):
+    """A hook, common, per-port or per-group chain name; nothing else."""
+    if secgroup.chain_kind(name) is None:
         raise Refused('chain %r is not ours' % (name,))
     return name
+
+
+# What rendered rules are made of: no quoting, no escapes, plain spaces,
+# so splitting on spaces reads them exactly as a shell-like parser does.
+_PLAIN_RULE = re.compile(r'[A-Za-z0-9 ./:,_-]*')
+
+
+def _words(spec):
+    """The words of a rule as iptables-restore reads them.
+
+    A batch carries ~10^4 rules: shlex (pure Python) is kept for the rare
+    spec with quotes or escapes, plain ones are split directly.
+    """
+    if _PLAIN_RULE.fullmatch(spec):
+        return spec.split()
+    try:
+        return shlex.split(spec)
+    except ValueError:
+        raise Refused('rule %r does not parse' % (spec,))
 
 
 def _rule(spec):
     """Check one rule spec; its targets must be ours or verdicts."""
     if not isinstance(spec, str) or '\n' in spec or '\r' in spec:
         raise Refused('rule %r refused' % (spec,))
-    try:
-        words = shlex.split(spec)
-    except ValueError:
-        raise Refused('rule %r does not parse' % (spec,))
+    words = _words(spec)
     for i, word in enumerate(words):
         if word in ('-j', '--jump', '-g', '--goto'):
             target = words[i + 1] if i + 1 < len(words) else ''

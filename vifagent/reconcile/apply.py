@@ -67,6 +67,9 @@ class FirewallStats:
     dumps: int = 0
     #: how long the last membership update took to apply, in ms
     last_members_ms: float = None
+    #: how long the last firewall step that wrote took (render, look,
+    #: plan, apply, verify), in ms
+    last_apply_ms: float = None
 
 
 class Engine:
@@ -150,6 +153,7 @@ class Engine:
         # or runs a firewall tool for it.
         if not scope and not (full and known):
             return ports
+        started = time.monotonic()
         desired = fw_mod.render([p.filter for p in filtered], groups)
         failed = {}
         try:
@@ -168,11 +172,17 @@ class Engine:
                     LOG.error('Firewall batch failed: %s', error)
                     failed = {p.key: 'firewall: %s' % error
                               for p in filtered}
-                observed = self._fw_observe()
+                    observed = self._fw_observe()
+                else:
+                    # Verify what was written; the rest was just read.
+                    observed = self._fw_observe(batch.parts(), observed)
             bad = fw_mod.differing(desired, observed,
                                    {p.key for p in filtered})
             for key in bad:
                 failed.setdefault(key, 'filter not in place after apply')
+            if not batch.empty():
+                self.firewall_stats.last_apply_ms = round(
+                    (time.monotonic() - started) * 1000, 2)
         except (OSError, ValueError, exception.PrivilegedError) as e:
             LOG.error('Firewall unavailable: %s', e)
             failed = {p.key: 'firewall: %s' % e for p in filtered}
@@ -180,8 +190,11 @@ class Engine:
                 if p.key in failed and p.filter is not None else p
                 for p in ports]
 
-    def _fw_observe(self):
-        observed = self.firewall.observe()
+    def _fw_observe(self, parts=None, last=None):
+        if parts is None:
+            observed = self.firewall.observe()
+        else:
+            observed = self.firewall.observe(parts, last)
         self.firewall_stats.dumps += 1
         self._filtered_keys = observed.keys()
         return observed

@@ -37,6 +37,7 @@ from vifagent.reconcile import gc
 from vifagent.reconcile import index as index_mod
 from vifagent.reconcile import status as status_mod
 from vifagent.reconcile import worker as worker_mod
+from vifagent import secgroup
 from vifagent import state
 from vifagent import store as store_mod
 
@@ -395,12 +396,14 @@ class Reconciler:
             return str(e)
         return None
 
-    def _with_filter(self, port, groups, zones):
+    def _with_filter(self, port, groups, zones, clashes):
         """The DesiredPort with its filter, or held if it cannot have one.
 
         A port that names a group not held yet waits for it on the dead
-        VLAN (PENDING); groups that mix stateful and stateless are an
-        ERROR. Either way it is never ACTIVE unfiltered.
+        VLAN (PENDING); groups that mix stateful and stateless, or a group
+        whose id starts like another held group's (they would share chain
+        and set names), are an ERROR. Either way it is never ACTIVE
+        unfiltered.
         """
         b = port.binding
         if not b.port_security_enabled:
@@ -415,6 +418,12 @@ class Reconciler:
             return dataclasses.replace(port, hold=(
                 state.PENDING, 'waiting for security groups: %s' %
                 ', '.join(missing)))
+        for gid in sorted(set(b.security_groups) | remote):
+            if gid in clashes:
+                return dataclasses.replace(port, hold=(
+                    state.ERROR, 'security group %s shares the start of its '
+                    'id (which names its chains and sets) with %s' % (
+                        gid, ', '.join(clashes[gid]))))
         mine = tuple(groups[g] for g in b.security_groups)
         if len({g.stateful for g in mine}) > 1:
             return dataclasses.replace(port, hold=(
@@ -438,6 +447,7 @@ class Reconciler:
         vlans = self.store.vlans()
         groups = self.store.groups()
         zones = self.store.zones()
+        clashes = secgroup.name_clashes(groups)
         results = {}
         ports = []
         keep = set(keep)
@@ -451,7 +461,8 @@ class Reconciler:
                     devices=dict(dataclasses.asdict(b.devices), tap=None))
             else:
                 ports.append(self._with_filter(
-                    self._desired(b, vlans[b.network_id]), groups, zones))
+                    self._desired(b, vlans[b.network_id]), groups, zones,
+                    clashes))
         for port in ports:
             self.index.add(port.port_id, port.binding.instance_uuid,
                            port.tap)

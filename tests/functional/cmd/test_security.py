@@ -101,10 +101,26 @@ def remove_firewall(port_id):
 
 
 def remove_sets(group_id):
+    """Cleanup: a test group's chains (once no port jumps to them), sets."""
+    for tool in ('iptables', 'ip6tables'):
+        for kind in secgroup.GROUP_KINDS:
+            chain = secgroup.group_chain_name(kind, group_id)
+            for verb in ('-F', '-X'):
+                subprocess.run([tool, verb, chain], capture_output=True)
     for family in (4, 6):
         subprocess.run(['ipset', 'destroy',
                         secgroup.set_name(group_id, family)],
                        capture_output=True)
+
+
+def chain_rules(chain, tool='iptables'):
+    """The rules of one chain as iptables -S prints them, or None."""
+    proc = subprocess.run([tool, '-S', chain], capture_output=True,
+                          text=True)
+    if proc.returncode:
+        return None
+    return [line for line in proc.stdout.splitlines()
+            if line.startswith('-A ')]
 
 
 def firewall_names(key):
@@ -446,6 +462,61 @@ class TestDrift(SecurityTestCase):
         self.client.unbind_port(b['port_id'])
         self.assertNotEqual(0, subprocess.run(
             ['ipset', 'list', set_name], capture_output=True).returncode)
+
+
+class TestGroupChains(SecurityTestCase):
+
+    agent_options = {'resync_interval': 3}
+
+    def test_group_chain_drift_repaired_and_rule_change_writes_one(self):
+        web = self.group([rule(protocol='icmp'),
+                          rule(protocol='tcp', port_range_min=22),
+                          rule('egress')])
+        self.client.sync_security_groups([web])
+        a = self.vm(1, [web])
+        b = self.vm(2, [web])
+        self.listen(b, 'tcp', 23)
+        chain = secgroup.group_chain_name('i', web['id'])
+        ports_chains = ['vfa-i' + binding_mod.name_key(vm['port_id'])
+                        for vm in (a, b)]
+        # The group's rules are in its chain, once; the ports jump to it.
+        group_rules = chain_rules(chain)
+        self.assertEqual(2, len(group_rules), group_rules)
+        for port_chain in ports_chains:
+            self.assertIn('-A %s -j %s' % (port_chain, chain),
+                          chain_rules(port_chain))
+        self.assertPing(a, b)
+        # Drift: a flushed group chain (both ports' ingress) is rewritten.
+        base.run(['iptables', '-F', chain])
+        deadline = time.monotonic() + 20
+        while chain_rules(chain) != group_rules:
+            self.assertLess(time.monotonic(), deadline, 'group chain')
+            time.sleep(0.2)
+        self.assertPing(a, b)
+        # A rule change rewrites the group chain once, no port's chain,
+        # no dispatch rule.
+        before_ports = [chain_rules(c) for c in ports_chains]
+        before = self.counters()
+        self.assertTcp(a, b, 23, ok=False)
+        web['rules'].append(rule(protocol='tcp', port_range_min=23))
+        web['revision'] = 1
+        self.client.sync_security_groups([web])
+        after = self.counters()
+        self.assertEqual(1, after['firewall_chains'] -
+                         before['firewall_chains'])
+        self.assertEqual(before['firewall_rules'], after['firewall_rules'])
+        self.assertEqual(before_ports, [chain_rules(c)
+                                        for c in ports_chains])
+        self.assertEqual(3, len(chain_rules(chain)))
+        self.assertTcp(a, b, 23)
+        # The group chains go with the last port that jumps to them.
+        self.client.unbind_port(a['port_id'])
+        self.assertIsNotNone(chain_rules(chain))
+        self.client.unbind_port(b['port_id'])
+        for tool in ('iptables', 'ip6tables'):
+            for kind in secgroup.GROUP_KINDS:
+                self.assertIsNone(chain_rules(
+                    secgroup.group_chain_name(kind, web['id']), tool))
 
 
 class TestContract(SecurityTestCase):

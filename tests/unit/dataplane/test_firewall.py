@@ -13,6 +13,7 @@
 """Rendering, parsing and planning of port filters: pure, no root."""
 
 import dataclasses
+import shlex
 
 from oslotest import base
 
@@ -25,7 +26,11 @@ PORT = '4a1e6f3c-2b9d-4e7a-9c1f-0d2e3f4a5b6c'
 PORT2 = '5b2f7a4d-3c0e-4f8b-8d2a-1e3f4a5b6c7d'
 GROUP = '7c3d1a2b-0000-4000-8000-00000000aaaa'
 REMOTE = '7c3d1a2b-0000-4000-8000-00000000bbbb'
+OTHER = '8d4e2b3c-0000-4000-8000-00000000cccc'
 KEY = '4a1e6f3c-2b'
+GIN = 'vfa-gi-7c3d1a2b-0000-4000-80'
+GOUT = 'vfa-go-7c3d1a2b-0000-4000-80'
+TO_VM, FROM_VM_PRE, FROM_VM = secgroup.COMMON_CHAINS
 
 
 def make_binding(port_id=PORT, **fields):
@@ -125,8 +130,10 @@ class TestRender(base.BaseTestCase):
         names = {c for (_, _, c) in rs.chains}
         self.assertEqual({'vifagent-FORWARD', 'vifagent-PREROUTING',
                           'vfa-i' + KEY, 'vfa-o' + KEY, 'vfa-s' + KEY,
-                          'vfa-z' + KEY}, names)
+                          'vfa-z' + KEY, GIN, GOUT} |
+                         set(secgroup.COMMON_CHAINS), names)
         self.assertTrue(all(secgroup.ours(n) for n in names))
+        self.assertTrue(all(secgroup.chain_kind(n) for n in names))
         self.assertEqual({KEY}, rs.keys())
 
     def test_dispatch_by_qvb(self):
@@ -146,40 +153,58 @@ class TestRender(base.BaseTestCase):
         rs = self.render(port_filter(allowed_address_pairs=[
             {'ip_address': '10.9.0.0/16', 'mac_address':
              'fa:16:3e:00:00:09'}]))
+        # A source the port may use goes on to what is allowed from any
+        # VM (a goto: no match there returns to the port's chain).
         self.assertEqual((
-            '-s 10.0.0.1/32 -m mac --mac-source fa:16:3e:00:00:01 -j RETURN',
-            '-s 10.9.0.0/16 -m mac --mac-source fa:16:3e:00:00:09 -j RETURN',
+            '-s 10.0.0.1/32 -m mac --mac-source fa:16:3e:00:00:01 -g '
+            + FROM_VM,
+            '-s 10.9.0.0/16 -m mac --mac-source fa:16:3e:00:00:09 -g '
+            + FROM_VM,
             '-j DROP'), rs.chains[(4, 'filter', 'vfa-s' + KEY)])
         self.assertEqual((
             '-s fe80::f816:3eff:fe00:1/128 -m mac --mac-source '
-            'fa:16:3e:00:00:01 -j RETURN',
+            'fa:16:3e:00:00:01 -g ' + FROM_VM,
             '-s fe80::f816:3eff:fe00:9/128 -m mac --mac-source '
-            'fa:16:3e:00:00:09 -j RETURN',
+            'fa:16:3e:00:00:09 -g ' + FROM_VM,
             '-j DROP'), rs.chains[(6, 'filter', 'vfa-s' + KEY)])
-        out = rs.chains[(4, 'filter', 'vfa-o' + KEY)]
-        # DHCP discovery before the source check, server replies dropped.
-        self.assertTrue(out[0].startswith('-s 0.0.0.0/32 -d '
-                                          '255.255.255.255/32 -p udp'))
-        self.assertEqual('-j vfa-s' + KEY, out[1])
-        self.assertIn('-p udp -m udp --sport 67 --dport 68 -j DROP', out)
-        out6 = rs.chains[(6, 'filter', 'vfa-o' + KEY)]
-        ra = out6.index('-p ipv6-icmp -m icmp6 --icmpv6-type 134 -j DROP')
-        self.assertLess(ra, out6.index('-j vfa-s' + KEY))
+        # DHCP discovery before the source check, server replies dropped
+        # after it: the port-independent parts are common chains.
+        for family in fw.FAMILIES:
+            self.assertEqual(
+                ('-j ' + FROM_VM_PRE, '-j vfa-s' + KEY,
+                 '-m conntrack --ctstate INVALID -j DROP'),
+                rs.chains[(family, 'filter', 'vfa-o' + KEY)][:3])
+        self.assertEqual(('-s 0.0.0.0/32 -d 255.255.255.255/32 -p udp -m '
+                          'udp --sport 68 --dport 67 -j ACCEPT',),
+                         rs.chains[(4, 'filter', FROM_VM_PRE)])
+        self.assertIn('-p udp -m udp --sport 67 --dport 68 -j DROP',
+                      rs.chains[(4, 'filter', FROM_VM)])
+        self.assertIn('-p ipv6-icmp -m icmp6 --icmpv6-type 134 -j DROP',
+                      rs.chains[(6, 'filter', FROM_VM_PRE)])
+        self.assertNotIn('-p ipv6-icmp -m icmp6 --icmpv6-type 134 '
+                         '-j ACCEPT', rs.chains[(6, 'filter', FROM_VM)])
+        self.assertIn('-p ipv6-icmp -m icmp6 --icmpv6-type 134 -j ACCEPT',
+                      rs.chains[(6, 'filter', TO_VM)])
 
     def test_group_rules_and_default_deny(self):
         rs = self.render(port_filter())
         into = rs.chains[(4, 'filter', 'vfa-i' + KEY)]
         self.assertEqual((
-            '-p udp -m udp --sport 67 --dport 68 -j ACCEPT',
+            '-j ' + TO_VM,
             '-m conntrack --ctstate INVALID -j DROP',
             '-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+            '-j ' + GIN,
+            '-j DROP'), into)
+        self.assertEqual((
             '-p tcp -m tcp --dport 22 -j ACCEPT',
             '-p icmp -j ACCEPT',
             '-m set --match-set vfa-v4-7c3d1a2b-0000-4000-8000 src '
-            '-j ACCEPT',
-            '-j DROP'), into)
+            '-j ACCEPT'), rs.chains[(4, 'filter', GIN)])
+        self.assertEqual(('-p udp -m udp --sport 67 --dport 68 -j ACCEPT',),
+                         rs.chains[(4, 'filter', TO_VM)])
         self.assertEqual('-j DROP', rs.chains[(6, 'filter',
                                                'vfa-o' + KEY)][-1])
+        self.assertEqual((), rs.chains[(6, 'filter', GIN)])
         self.assertEqual({'vfa-v4-7c3d1a2b-0000-4000-8000':
                           (4, frozenset(['10.0.0.7']))}, rs.sets)
 
@@ -203,13 +228,13 @@ class TestRender(base.BaseTestCase):
              'remote_ip_prefix': '192.168.0.0/24'},
             {'direction': 'egress', 'ethertype': 'IPv4', 'protocol': 47}])
         rs = self.render(port_filter(groups=[g]))
-        out = rs.chains[(4, 'filter', 'vfa-o' + KEY)]
+        out = rs.chains[(4, 'filter', GOUT)]
         self.assertIn('-p icmp -m icmp --icmp-type 8/0 -j ACCEPT', out)
         self.assertIn('-d 192.168.0.0/24 -p udp -m udp --dport 1000:2000 '
                       '-j ACCEPT', out)
         self.assertIn('-p 47 -j ACCEPT', out)
         self.assertIn('-p ipv6-icmp -m icmp6 --icmpv6-type 128 -j ACCEPT',
-                      rs.chains[(6, 'filter', 'vfa-o' + KEY)])
+                      rs.chains[(6, 'filter', GOUT)])
 
     def test_arp_only_for_own_addresses(self):
         rs = self.render(port_filter(allowed_address_pairs=[
@@ -228,6 +253,53 @@ class TestRender(base.BaseTestCase):
         self.assertEqual({}, rs.chains)
         self.assertEqual(set(), rs.jumps)
 
+    def test_a_group_is_rendered_once_for_all_its_ports(self):
+        other = make_group(OTHER, rules=[
+            {'direction': 'ingress', 'ethertype': 'IPv4',
+             'protocol': 'tcp', 'port_range_min': 22},
+            {'direction': 'egress', 'ethertype': 'IPv6'}])
+        rs = self.render(port_filter(groups=[make_group(), other]),
+                         port_filter(PORT2, groups=[make_group(), other]))
+        # The two ports jump to both groups, in the binding's order; a
+        # rule both groups have is in each group's chain, not per port.
+        other_in = secgroup.group_chain_name('i', OTHER)
+        for key in (KEY, PORT2[:11]):
+            self.assertEqual(
+                ('-j ' + TO_VM,
+                 '-m conntrack --ctstate INVALID -j DROP',
+                 '-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT',
+                 '-j ' + GIN, '-j ' + other_in, '-j DROP'),
+                rs.chains[(4, 'filter', 'vfa-i' + key)])
+        self.assertEqual(('-p tcp -m tcp --dport 22 -j ACCEPT',),
+                         rs.chains[(4, 'filter', other_in)])
+        self.assertEqual(('-j ACCEPT',), rs.chains[
+            (6, 'filter', secgroup.group_chain_name('o', OTHER))])
+        # Every group has both directions in both families, empty or
+        # not, so a rule change never touches the ports' chains.
+        groups = [c for (_, _, c) in rs.chains
+                  if secgroup.chain_kind(c) == 'group']
+        self.assertEqual(2 * 2 * 2, len(groups))
+        # Each group's rule is written once, whatever the number of ports.
+        self.assertEqual(2, sum(
+            rules.count('-p tcp -m tcp --dport 22 -j ACCEPT')
+            for rules in rs.chains.values()))
+
+    def test_group_and_common_chain_names(self):
+        self.assertEqual(GIN, secgroup.group_chain_name('i', GROUP))
+        self.assertEqual(28, len(GIN))
+        self.assertEqual(GROUP[:21], secgroup.group_chain_id(GIN))
+        self.assertEqual('group', secgroup.chain_kind(GOUT))
+        self.assertEqual('port', secgroup.chain_kind('vfa-s' + KEY))
+        self.assertEqual('hook', secgroup.chain_kind('vifagent-FORWARD'))
+        for name in secgroup.COMMON_CHAINS:
+            self.assertEqual('common', secgroup.chain_kind(name))
+        for name in ('vfa-gx-7c3d1a2b-0000-4000-80', GIN[:-1],
+                     GIN + '0', 'vfa-gi-7C3D1A2B-0000-4000-80',
+                     'vfa-gi_7c3d1a2b-0000-4000-80', 'vfa-a' + KEY,
+                     'vfa-x' + KEY, 'vfa-iABCDEFGHIJK', 'vifagent-OTHER',
+                     'vfa-foo', 'FORWARD', None):
+            self.assertIsNone(secgroup.chain_kind(name), name)
+
 
 class TestPlan(base.BaseTestCase):
 
@@ -245,9 +317,11 @@ class TestPlan(base.BaseTestCase):
 
     def test_fresh_host_writes_everything(self):
         batch = fw.plan(self.desired, fw.parse({}), None)
-        # Three chains for each of the two ports; the hook chain is made
-        # apart, never declared (a declaration flushes).
-        self.assertEqual(3 * 2, len(batch.table(4, 'filter').declare))
+        # Three chains for each of the two ports, two for their group and
+        # the three common ones; the hook chain is made apart, never
+        # declared (a declaration flushes).
+        self.assertEqual(3 * 2 + 2 + 3,
+                         len(batch.table(4, 'filter').declare))
         self.assertNotIn('vifagent-FORWARD',
                          batch.table(4, 'filter').declare)
         self.assertTrue(batch.table(4, 'filter').create_hook)
@@ -371,6 +445,134 @@ class TestPlan(base.BaseTestCase):
         self.assertEqual({KEY}, fw.differing(
             self.desired, self.observed(drifted), {KEY, PORT2[:11]}))
 
+    def drifted(self, **chains):
+        result = dataclasses.replace(self.desired,
+                                     chains=dict(self.desired.chains))
+        result.chains.update(chains)
+        return result
+
+    def test_flushed_group_chain_is_rewritten_once(self):
+        observed = self.observed(self.drifted(**{}))
+        observed.chains[(4, 'filter', GIN)] = ()
+        batch = fw.plan(self.desired, observed, {KEY, PORT2[:11]})
+        self.assertEqual([GIN], batch.table(4, 'filter').declare)
+        self.assertEqual(1, batch.chains_written())
+        self.assertEqual({GIN: ['fw_chain_drift']}, batch.repairs)
+        # Both ports jump to it: both are unfiltered until it is back.
+        self.assertEqual({KEY, PORT2[:11]},
+                         fw.differing(self.desired, observed,
+                                      {KEY, PORT2[:11]}))
+
+    def test_a_group_rule_change_writes_one_chain(self):
+        changed = make_group(rules=[
+            {'direction': 'ingress', 'ethertype': 'IPv4',
+             'protocol': 'tcp', 'port_range_min': 2222},
+            {'direction': 'egress', 'ethertype': 'IPv4'}])
+        ports = [port_filter(groups=[changed]),
+                 port_filter(PORT2, zone=6, groups=[changed])]
+        desired = fw.render(ports, self.groups)
+        batch = fw.plan(desired, self.observed(), {KEY, PORT2[:11]})
+        self.assertEqual([GIN], batch.table(4, 'filter').declare)
+        self.assertEqual([(GIN, '-p tcp -m tcp --dport 2222 -j ACCEPT')],
+                         batch.table(4, 'filter').append)
+        self.assertEqual(1, batch.chains_written())
+        self.assertTrue(all(t.empty() for (f, _), t in batch.tables.items()
+                            if f == 6))
+        # The rule that named the remote group's set was its last user.
+        self.assertEqual(['vfa-v4-7c3d1a2b-0000-4000-8000'],
+                         batch.set_destroys)
+
+    def test_a_batch_names_the_parts_it_writes(self):
+        self.assertEqual({4, 6, 'ipset', 'arp'},
+                         fw.plan(self.desired, fw.parse({}), None).parts())
+        observed = self.observed()
+        observed.chains[(4, 'filter', GIN)] = ()
+        self.assertEqual({4}, fw.plan(self.desired, observed, None).parts())
+        self.assertEqual(set(), fw.plan(self.desired, self.observed(),
+                                        None).parts())
+
+    def test_a_partial_look_keeps_the_rest_of_the_last(self):
+        before = self.observed()
+        dumps = save_text(fw.render([], {}))
+        fresh = fw.parse({4: dumps[4], 'sysctls': dumps['sysctls']})
+        merged = fw.merge(fresh, before, {4})
+        self.assertEqual(
+            {k: v for k, v in before.chains.items() if k[0] == 6},
+            {k: v for k, v in merged.chains.items() if k[0] == 6})
+        self.assertFalse([k for k in merged.chains if k[0] == 4])
+        self.assertEqual({(6, 'filter'), (6, 'raw')}, merged.jumps)
+        self.assertEqual(before.sets, merged.sets)
+        self.assertEqual(before.arp, merged.arp)
+        self.assertEqual(before.arp_map, merged.arp_map)
+        self.assertTrue(merged.arp_base)
+
+    def test_a_group_chain_goes_with_its_last_port(self):
+        # One port leaves: the group chain stays for the other.
+        batch = fw.plan(fw.render(self.ports[1:], self.groups),
+                        self.observed(), {KEY})
+        self.assertNotIn(GIN, batch.table(4, 'filter').destroy)
+        # The other one (whose port was not in the pass) too: it goes,
+        # and the common chains stay, as the hook chains do.
+        one = fw.render(self.ports[1:], self.groups)
+        observed = self.observed(one)
+        batch = fw.plan(fw.render([], {}), observed, {PORT2[:11]})
+        ops = batch.table(4, 'filter')
+        self.assertEqual(sorted([GIN, GOUT, 'vfa-i' + PORT2[:11],
+                                 'vfa-o' + PORT2[:11],
+                                 'vfa-s' + PORT2[:11]]),
+                         sorted(ops.destroy))
+        self.assertFalse(set(secgroup.COMMON_CHAINS) & set(ops.declare))
+        self.assertEqual(['vfa-v4-7c3d1a2b-0000-4000-8000'],
+                         batch.set_destroys)
+
+    def test_a_group_chain_a_kept_port_jumps_to_stays(self):
+        # The full pass without the group's ports, one of them kept (its
+        # group is gone from the store, say): what it jumps to stays.
+        batch = fw.plan(fw.render([], {}), self.observed(), None,
+                        keep={KEY})
+        ops = batch.table(4, 'filter')
+        self.assertNotIn(GIN, ops.destroy)
+        self.assertIn('vfa-i' + PORT2[:11], ops.destroy)
+        self.assertEqual([], batch.set_destroys)
+
+    def test_an_orphan_group_chain_is_collected(self):
+        # A group chain no chain jumps to (its ports went while another
+        # agent version ran, say) goes with the next pass that sees it.
+        orphan = secgroup.group_chain_name('i', OTHER)
+        observed = self.observed()
+        observed.chains[(4, 'filter', orphan)] = ('-j ACCEPT',)
+        batch = fw.plan(self.desired, observed, {KEY})
+        self.assertEqual([orphan], batch.table(4, 'filter').destroy)
+
+    def test_drifted_common_chain_is_rewritten(self):
+        observed = self.observed()
+        observed.chains[(6, 'filter', FROM_VM_PRE)] = ()
+        batch = fw.plan(self.desired, observed, {KEY})
+        self.assertEqual([FROM_VM_PRE], batch.table(6, 'filter').declare)
+        self.assertEqual({KEY, PORT2[:11]},
+                         fw.differing(self.desired, observed,
+                                      {KEY, PORT2[:11]}))
+
+    def test_full_collect_removes_common_chains_last(self):
+        batch = fw.plan(fw.render([], {}), self.observed(), None)
+        ops = batch.table(6, 'filter')
+        for chain in secgroup.COMMON_CHAINS + (GIN, GOUT):
+            self.assertIn(chain, ops.destroy)
+        # All flushed before any is removed (one restore, in order).
+        self.assertEqual(set(ops.destroy), set(ops.declare))
+
+    def test_unknown_forms_with_our_prefix_are_not_read(self):
+        dumps = save_text(self.desired)
+        dumps[4] = dumps[4].replace(
+            '*filter\n', '*filter\n:vfa-foo - [0:0]\n'
+            ':vifagent-OTHER - [0:0]\n-A vifagent-OTHER -j ACCEPT\n', 1)
+        observed = fw.parse(dumps)
+        self.assertNotIn((4, 'filter', 'vfa-foo'), observed.chains)
+        self.assertNotIn((4, 'filter', 'vifagent-OTHER'), observed.chains)
+        self.assertTrue(fw.plan(fw.render([], {}), observed, None).encode())
+        guard.check_firewall(fw.plan(fw.render([], {}), observed,
+                                     None).encode())
+
 
 class TestGuard(base.BaseTestCase):
 
@@ -393,15 +595,45 @@ class TestGuard(base.BaseTestCase):
         self.assertIn('add element bridge vifagent vfa-arp { "qvb%s" : '
                       'jump vfa-a%s }' % (KEY, KEY), arp)
 
+    def test_group_and_common_chains_pass(self):
+        tables = guard.check_firewall(self.batch([
+            [':', GIN], ['-A', GIN, '-p tcp -m tcp --dport 22 -j ACCEPT'],
+            [':', TO_VM], ['-A', 'vfa-i' + KEY, '-j ' + GIN],
+            ['-A', 'vfa-i' + KEY, '-j ' + TO_VM], ['-X', GOUT]]))[0]
+        self.assertIn('-A vfa-i%s -j %s' % (KEY, GIN), tables[0][2])
+
+    def test_rules_are_read_as_iptables_restore_reads_them(self):
+        desired = fw.render([port_filter(allowed_address_pairs=[
+            {'ip_address': 'fd00::/64'}])], groups_of(make_group()))
+        for rules in desired.chains.values():
+            for rule in rules:
+                self.assertEqual(shlex.split(rule), guard._words(rule))
+        for spec in ('-m comment --comment "a b" -j ACCEPT',
+                     "-s 10.0.0.1  -j  'ACCEPT'"):
+            self.assertEqual(shlex.split(spec), guard._words(spec))
+        # Quoting or escaping cannot hide a foreign target.
+        for spec in ('-j "DOCKER"', "-j 'FORWARD'", '-j DOC\\KER',
+                     '-j\tDOCKER', '-j "vfa-i%s" -j FORWARD' % KEY):
+            self.assertRaises(guard.Refused, guard.check_firewall,
+                              self.batch([['-A', 'vfa-i' + KEY, spec]]))
+        self.assertRaises(guard.Refused, guard.check_firewall,
+                          self.batch([['-A', 'vfa-i' + KEY, '-j "ACCEPT']]))
+
     def test_refusals(self):
+        chain = 'vfa-i' + KEY
         for lines in ([[':', 'FORWARD']], [[':', 'DOCKER']],
                       [['-A', 'FORWARD', '-j ACCEPT']],
                       [['-D', 'neutron-openvswi-FORWARD', '-j ACCEPT']],
                       [['-X', 'INPUT']],
-                      [['-A', 'vfa-iabc', '-j DOCKER']],
-                      [['-A', 'vfa-iabc', '-j ACCEPT\n-F FORWARD']],
-                      [['-A', 'vfa-iabc', '-m set --match-set other src '
+                      [['-A', chain, '-j DOCKER']],
+                      [['-A', chain, '-j ACCEPT\n-F FORWARD']],
+                      [['-A', chain, '-m set --match-set other src '
                         '-j ACCEPT']],
+                      # Our prefix, not one of our forms.
+                      [[':', 'vfa-iabc']], [[':', 'vifagent-OTHER']],
+                      [['-A', chain, '-j vfa-gi-x']],
+                      [['-X', 'vfa-gz-7c3d1a2b-0000-4000-80']],
+                      [['-A', chain, '-j vfa-a' + KEY]],
                       [['hook', 'flush']], [['-P', 'FORWARD', 'DROP']]):
             self.assertRaises(guard.Refused, guard.check_firewall,
                               self.batch(lines))

@@ -104,6 +104,19 @@ class TestPortSecurity(base.BaseTestCase):
         self.assertEqual(state.ERROR, reply['status'])
         self.assertIn('stateful', reply['reason'])
 
+    def test_group_ids_naming_the_same_chain_are_error(self):
+        # Group chains carry the first 21 characters of the group id: two
+        # groups sharing them would share a chain, so neither is used.
+        one = make_group('7c3d1a2b-0000-4000-8000-00000000aaaa')
+        two = make_group('7c3d1a2b-0000-4000-8000-00000000bbbb')
+        fine = make_group()
+        self.rec.sync_groups([one, two, fine])
+        reply = self.rec.bind(make([one]))
+        self.assertEqual(state.ERROR, reply['status'])
+        self.assertIn(two.id, reply['reason'])
+        self.assertEqual(set(), self.keys())
+        self.assertEqual(state.ACTIVE, self.rec.bind(make([fine]))['status'])
+
     def test_without_port_security_nothing_is_written(self):
         b = make(security=False)
         self.assertEqual(state.ACTIVE, self.rec.bind(b)['status'])
@@ -148,6 +161,39 @@ class TestPortSecurity(base.BaseTestCase):
         # Older, or not held: ignored.
         self.assertIsNone(self.rec.update_group(remote))
         self.assertIsNone(self.rec.update_group(make_group()))
+
+    def test_verification_reads_again_only_what_was_written(self):
+        g = make_group()
+        self.rec.sync_groups([g])
+        self.rec.sync([make([g]), make([g])])
+        # New ports (no set): both families and the ARP table written
+        # and read again.
+        self.assertEqual([None, {4, 6, 'arp'}],
+                         self.firewall.looks[-2:])
+        # An IPv4 rule added to the group: one chain written, and only
+        # the IPv4 tables read again to verify it.
+        changed = secgroup.SecurityGroup.from_dict(dict(
+            g.to_dict(), revision=1, rules=g.to_dict()['rules'] + [
+                {'direction': 'ingress', 'ethertype': 'IPv4',
+                 'protocol': 'tcp', 'port_range_min': 22}]))
+        self.rec.sync_groups([changed])
+        self.assertEqual(1, self.firewall.applied[-1].chains_written())
+        self.assertEqual([None, {4}], self.firewall.looks[-2:])
+        for b in self.rec.list():
+            self.assertEqual(state.ACTIVE, b['status'])
+
+    def test_the_last_firewall_write_is_timed(self):
+        g = make_group()
+        self.rec.sync_groups([g])
+        self.assertIsNone(self.rec.to_dict()['firewall']['last_apply_ms'])
+        self.rec.sync([make([g])])
+        took = self.rec.to_dict()['firewall']['last_apply_ms']
+        self.assertGreaterEqual(took, 0)
+        # A pass that writes nothing leaves it as it was.
+        self.firewall.rules.chains = dict(self.firewall.rules.chains)
+        self.rec.worker.run_full_pass()
+        self.assertEqual(took,
+                         self.rec.to_dict()['firewall']['last_apply_ms'])
 
     def test_groups_are_durable_and_typed(self):
         g = make_group()
