@@ -39,6 +39,7 @@ from oslo_privsep import daemon
 from oslo_privsep import priv_context
 
 from vifagent import exception
+from vifagent.kernel import heap
 
 LOG = logging.getLogger(__name__)
 
@@ -111,6 +112,43 @@ def _netns_admin_pid():
 
 
 _PID_OF = {net_admin: _net_admin_pid, netns_admin: _netns_admin_pid}
+
+
+@net_admin.entrypoint
+def _net_admin_trim():
+    return heap.trim()
+
+
+@netns_admin.entrypoint
+def _netns_admin_trim():
+    return heap.trim()
+
+
+_TRIM_OF = {net_admin: _net_admin_trim, netns_admin: _netns_admin_trim}
+
+
+def trim_heaps():
+    """Hand freed heap pages back here and in each running daemon.
+
+    The daemons' threads leave free memory in glibc's arenas as the
+    agent's do (see vifagent.kernel.heap). A daemon that is not running
+    is not started for this. Returns the pypaths of the daemons reached.
+    """
+    heap.trim()
+    reached = []
+    for context, entrypoint in _TRIM_OF.items():
+        channel = context.channel
+        if not (context.client_mode and channel is not None and
+                channel.running):
+            continue
+        try:
+            call(context, entrypoint, timeout=_PID_TIMEOUT)
+        except exception.PrivilegedError as e:
+            LOG.warning('Could not trim the heap of %s: %s',
+                        context.pypath, e)
+        else:
+            reached.append(context.pypath)
+    return reached
 
 
 def call(context, entrypoint, *args, timeout=None):

@@ -28,7 +28,7 @@ import time
 
 from oslo_log import log as logging
 
-from vifagent.kernel import heap
+from vifagent import privileged
 
 LOG = logging.getLogger(__name__)
 
@@ -183,9 +183,10 @@ class Worker:
             time.monotonic() - started, 4)
         self.stats.last_full_pass_at = time.time()
         self.stats.last_full_pass_ok = ok
-        # What the RPC threads freed since sits in glibc's arenas; hand it
-        # back once a pass, or the resident size creeps (see kernel.heap).
-        heap.trim()
+        # What threads freed since sits in glibc's arenas, here and in the
+        # privileged daemons: hand it back once a pass, or the resident
+        # size creeps (see vifagent.kernel.heap).
+        privileged.trim_heaps()
         # A failed pass (OVSDB away, say) is tried again soon, not after a
         # whole interval.
         self._next_full = time.monotonic() + (

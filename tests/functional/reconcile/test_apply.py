@@ -363,3 +363,16 @@ class TestPrivsepDaemon(base.FunctionalTestCase):
         self.assertIsNone(
             self.engine.unplug([port.port_id])[port.port_id].status)
         self.assertGone(port)
+
+    def test_trim_reaches_running_daemons_only(self):
+        from vifagent import privileged
+        port = self.make_port()
+        self.assertStatus(state.ACTIVE, self.plug(port))
+        running = [c.pypath for c in privileged.CONTEXTS
+                   if c.channel is not None and c.channel.running]
+        self.assertIn(privileged.net_admin.pypath, running)
+        self.assertEqual(running, privileged.trim_heaps())
+        # A daemon not running is not started to be trimmed.
+        self.assertEqual(running, [
+            c.pypath for c in privileged.CONTEXTS
+            if c.channel is not None and c.channel.running])
