@@ -87,6 +87,11 @@ class TestSharedDefaults(base.BaseTestCase):
             rabbit = conf.oslo_messaging_rabbit
             self.assertEqual(quorum, rabbit.rabbit_quorum_queue)
             self.assertEqual(quorum, rabbit.rabbit_transient_quorum_queue)
+            # On a cluster, the next node after a failure is drawn at
+            # random: in round robin a listener could come back to the
+            # dead node of three after each of its three switches.
+            self.assertEqual('shuffle' if quorum else 'round-robin',
+                             rabbit.kombu_failover_strategy)
             self.assertFalse(rabbit.use_queue_manager)
 
     def test_get_transport_applies_them(self):
