@@ -77,17 +77,38 @@ def _register(conf):
 def set_defaults(conf, url=None):
     """Defaults every side (agent, controller, vifagent-ctl) shares.
 
-    ``rabbit_quorum_queue``: on a cluster (a transport URL naming several
-    brokers) the topic queues are quorum queues, replicated by RabbitMQ,
-    so calls queued for an agent survive the loss of a node; on a single
-    broker, classic queues. Quorum queues need durable exchanges and
-    RabbitMQ refuses to redeclare an exchange with another durability, so
-    agents and controllers must agree: the default depends on the URL
-    only, and a config file that sets it must set it on every side.
+    On a cluster (a transport URL naming several brokers) every queue is
+    a quorum queue, replicated by RabbitMQ, and a connection fails over
+    to a node drawn at random; on a single broker, oslo.messaging's
+    defaults (classic queues):
+
+    * ``rabbit_quorum_queue``: the topic queues, so calls queued for an
+      agent survive the loss of a node;
+    * ``rabbit_transient_quorum_queue``: the fanout and reply queues, so
+      a report cast while a listener fails over waits in the listener's
+      queue (a classic one lived on the lost node, and what reached the
+      exchange before the listener declared it again was dropped: a
+      heartbeat lost, the next one an interval later), and so do a
+      ``network_update`` for an agent and a reply for a controller;
+    * ``kombu_failover_strategy`` ``shuffle``: in round robin a
+      listener that lost its node switches host three times per retry
+      (oslo.messaging's consume loop, kombu's retry, kombu's connect),
+      which on a 3-node cluster brings it back to the dead node each
+      time, for as many retries as its poll timer takes to grow past a
+      second: up to about ten for a busy listener.
+
+    Quorum queues need durable exchanges and RabbitMQ refuses to
+    redeclare an exchange with another durability, so agents and
+    controllers must agree: the defaults depend on the URL only, and a
+    config file that sets one must set it on every side.
     """
     _register(conf)
-    conf.set_default('rabbit_quorum_queue', broker_count(conf, url) > 1,
+    cluster = broker_count(conf, url) > 1
+    conf.set_default('rabbit_quorum_queue', cluster, group=_RABBIT)
+    conf.set_default('rabbit_transient_quorum_queue', cluster,
                      group=_RABBIT)
+    conf.set_default('kombu_failover_strategy',
+                     'shuffle' if cluster else 'round-robin', group=_RABBIT)
 
 
 def set_agent_defaults(conf):

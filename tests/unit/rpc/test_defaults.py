@@ -41,11 +41,15 @@ class TestAgentDefaults(base.BaseTestCase):
     def test_one_broker_classic_queues(self):
         rabbit = self.conf(ONE).oslo_messaging_rabbit
         self.assertFalse(rabbit.rabbit_quorum_queue)
+        self.assertFalse(rabbit.rabbit_transient_quorum_queue)
 
     def test_cluster_quorum_queues(self):
         self.assertEqual(3, rpc.broker_count(self.conf(THREE)))
         rabbit = self.conf(THREE).oslo_messaging_rabbit
         self.assertTrue(rabbit.rabbit_quorum_queue)
+        # The fanout queues too: a report cast while a listener fails
+        # over waits in its queue instead of vanishing with its node.
+        self.assertTrue(rabbit.rabbit_transient_quorum_queue)
 
     def test_stable_queue_names_per_agent_host(self):
         conf = self.conf(ONE)
@@ -63,10 +67,12 @@ class TestAgentDefaults(base.BaseTestCase):
     def test_config_file_wins(self):
         conf = self.conf(THREE, '[oslo_messaging_rabbit]\n'
                                 'rabbit_quorum_queue = false\n'
+                                'rabbit_transient_quorum_queue = false\n'
                                 'use_queue_manager = false\n'
                                 'kombu_reconnect_splay = 0\n')
         rabbit = conf.oslo_messaging_rabbit
         self.assertFalse(rabbit.rabbit_quorum_queue)
+        self.assertFalse(rabbit.rabbit_transient_quorum_queue)
         self.assertFalse(rabbit.use_queue_manager)
         self.assertEqual(0, rabbit.kombu_reconnect_splay)
 
@@ -78,12 +84,20 @@ class TestSharedDefaults(base.BaseTestCase):
         for url, quorum in ((ONE, False), (THREE, True)):
             conf = cfg.ConfigOpts()
             rpc.set_defaults(conf, url)
-            self.assertEqual(quorum,
-                             conf.oslo_messaging_rabbit.rabbit_quorum_queue)
-            self.assertFalse(conf.oslo_messaging_rabbit.use_queue_manager)
+            rabbit = conf.oslo_messaging_rabbit
+            self.assertEqual(quorum, rabbit.rabbit_quorum_queue)
+            self.assertEqual(quorum, rabbit.rabbit_transient_quorum_queue)
+            # On a cluster, the next node after a failure is drawn at
+            # random: in round robin a listener could come back to the
+            # dead node of three after each of its three switches.
+            self.assertEqual('shuffle' if quorum else 'round-robin',
+                             rabbit.kombu_failover_strategy)
+            self.assertFalse(rabbit.use_queue_manager)
 
     def test_get_transport_applies_them(self):
         conf = cfg.ConfigOpts()
         transport = rpc.get_transport(conf, url=THREE)
         self.addCleanup(transport.cleanup)
         self.assertTrue(conf.oslo_messaging_rabbit.rabbit_quorum_queue)
+        self.assertTrue(
+            conf.oslo_messaging_rabbit.rabbit_transient_quorum_queue)
