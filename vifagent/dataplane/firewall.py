@@ -156,9 +156,7 @@ class Batch:
     repairs: dict = dataclasses.field(default_factory=dict)
 
     def empty(self):
-        return not (any(not t.empty() for t in self.tables.values()) or
-                    self.set_creates or self.set_adds or self.set_dels or
-                    self.set_destroys or self.sysctls or self.arp)
+        return not (self.parts() or self.sysctls)
 
     def table(self, family, table):
         return self.tables.setdefault((family, table), TableOps())
