@@ -37,6 +37,7 @@ __all__ = [
     'device_names',
     'name_key',
     'parse_many',
+    'validate_int',
     'validate_ip',
     'validate_mac',
     'validate_netns',
@@ -170,7 +171,8 @@ def validate_mac(value, field='mac_address'):
     return value
 
 
-def _validate_int(value, field, minimum, maximum):
+def validate_int(value, field, minimum, maximum):
+    """An integer (never a bool) in [minimum, maximum]; InvalidBinding."""
     # bool is an int subclass; True must not pass as MTU 1.
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(field, 'must be an integer, not %s' %
@@ -182,7 +184,7 @@ def _validate_int(value, field, minimum, maximum):
 
 
 def validate_mtu(value, field='mtu'):
-    return _validate_int(value, field, MIN_MTU, MAX_MTU)
+    return validate_int(value, field, MIN_MTU, MAX_MTU)
 
 
 def _validate_bool(value, field):
@@ -375,8 +377,8 @@ class Binding:
             mtu=validate_mtu(default_mtu if mtu is None else mtu),
             admin_state_up=_validate_bool(data.get('admin_state_up', True),
                                           'admin_state_up'),
-            revision=_validate_int(data.get('revision', 0), 'revision', 0,
-                                   MAX_REVISION),
+            revision=validate_int(data.get('revision', 0), 'revision', 0,
+                                  MAX_REVISION),
             vif_type=vif_type,
             netns=netns,
             port_security_enabled=port_security,

@@ -52,13 +52,10 @@ def _invalid(field, reason):
 
 
 def _int(value, field, minimum, maximum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(field, 'must be an integer, not %s' %
-                       type(value).__name__)
-    if not minimum <= value <= maximum:
-        raise _invalid(field, 'must be between %d and %d' %
-                       (minimum, maximum))
-    return value
+    try:
+        return binding_mod.validate_int(value, field, minimum, maximum)
+    except exception.InvalidBinding as e:
+        raise _invalid(field, e.reason)
 
 
 def _uuid(value, field):
