@@ -56,6 +56,7 @@ from benchmarks import harness
 from benchmarks.harness import BenchmarkError
 from benchmarks.harness import log
 from benchmarks.harness import percentile
+from benchmarks.harness import timed
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_SCRIPT = os.path.join(TOP, 'tools', 'start-rabbitmq-cluster.sh')
@@ -356,44 +357,25 @@ class Fleet(harness.Bench):
 
         watcher = threading.Thread(target=watch_gaps, daemon=True)
         watcher.start()
-        latencies = []
-        lock = threading.Lock()
 
-        def bind(task):
-            agent, port = task
-            start = time.perf_counter()
-            reply = agent.client.bind_port(self.binding(port))
-            took = time.perf_counter() - start
+        def bind(agent, port):
+            reply, took = timed(agent.client.bind_port, self.binding(port))
             if reply.get('port_id') != port.port_id or \
                     reply.get('status') != harness.DOWN:
                 raise BenchmarkError('bind on %s: %r' % (agent.host, reply))
-            with lock:
-                latencies.append(took)
+            return took
 
-        start = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(self.args.threads) as ex:
-            for _ in ex.map(bind, tasks):
-                pass
-        elapsed = time.perf_counter() - start
         # The bus alone: get_port reads the store, touches no device.
-        reads = []
-
-        def read(task):
-            agent, port = task
-            begin = time.perf_counter()
-            reply = agent.client.get_port(port.port_id)
-            took = time.perf_counter() - begin
+        def read(agent, port):
+            reply, took = timed(agent.client.get_port, port.port_id)
             if reply.get('port_id') != port.port_id:
                 raise BenchmarkError('get_port on %s: %r' % (agent.host,
                                                              reply))
-            with lock:
-                reads.append(took)
+            return took
 
-        read_start = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(self.args.threads) as ex:
-            for _ in ex.map(read, tasks):
-                pass
-        read_elapsed = time.perf_counter() - read_start
+        start = time.perf_counter()
+        latencies, elapsed = self._run_all(tasks, bind)
+        reads, read_elapsed = self._run_all(tasks, read)
         # At least one full heartbeat period inside the measurement.
         time.sleep(max(0.0, self.args.report_interval + 1 -
                        (time.perf_counter() - start)))
@@ -424,6 +406,16 @@ class Fleet(harness.Bench):
                 raise BenchmarkError('sync_ports([]) on %s removed %d' % (
                     agent.host, len(removed)))
         return result
+
+    def _run_all(self, tasks, call):
+        """Each task's ``call(agent, port)`` from the controller's threads.
+
+        Returns what each call returned and the seconds for them all.
+        """
+        start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(self.args.threads) as ex:
+            results = list(ex.map(lambda task: call(*task), tasks))
+        return results, time.perf_counter() - start
 
     def report(self):
         out = sys.stdout
