@@ -472,12 +472,12 @@ def parse(dumps, protocols=None):
                 continue
             elif line.startswith(':'):
                 chain = line[1:].split(' ', 1)[0]
-                if sg.ours(chain) and sg.chain_kind(chain):
+                if sg.chain_kind(chain):
                     result.chains.setdefault((family, table, chain), ())
             elif line.startswith('-A '):
                 _, chain, *rest = line.split(' ', 2)
                 spec = _normal(rest[0] if rest else '', protocols)
-                if sg.ours(chain) and sg.chain_kind(chain):
+                if sg.chain_kind(chain):
                     key = (family, table, chain)
                     result.chains[key] = result.chains.get(key, ()) + (spec,)
                 elif (sg.HOOK_CHAINS[table][0] == chain and
