@@ -308,9 +308,12 @@ class TestRestart(AgentTestCase):
         names = chain_names(a['port_id']) + chain_names(b['port_id'])
         events = test_apply.LinkEvents(names)
         self.addCleanup(events.close)
+        # A count, not a deadline (-w): at a deadline the packet in
+        # flight is counted lost; with -c every reply is waited for.
         ping = subprocess.Popen(
             ['ip', 'netns', 'exec', a['netns'], 'ping', '-q', '-i', '0.05',
-             '-w', '12', '10.97.0.2'], stdout=subprocess.PIPE, text=True)
+             '-c', '240', '-W', '5', '10.97.0.2'], stdout=subprocess.PIPE,
+            text=True)
         self.addCleanup(ping.kill)
         time.sleep(1)
         started = time.monotonic()
