@@ -522,14 +522,17 @@ class OvsDataplane:
                 return result
             bridge = idlutils.row_by_value(idl, 'Bridge', 'name',
                                            self.bridge, None)
-            ours = {p.uuid for p in bridge.ports} if bridge else set()
+            where = dict.fromkeys(
+                (p.uuid for p in bridge.ports), self.bridge) if bridge \
+                else {}
+            if any(port.uuid not in where for port in rows):
+                where.update(self._other_bridges_ports())
             for port in rows:
                 ifaces = port.interfaces
                 iface = ifaces[0] if ifaces else None
                 result[port.name] = state.OvsPort(
                     name=port.name,
-                    bridge=(self.bridge if port.uuid in ours
-                            else self._bridge_of(port)),
+                    bridge=where.get(port.uuid),
                     tag=_optional(port.tag),
                     other_config=dict(port.other_config),
                     external_ids=dict(iface.external_ids) if iface else {},
@@ -538,12 +541,17 @@ class OvsDataplane:
                     ifindex=_optional(iface.ifindex) if iface else None)
         return result
 
-    def _bridge_of(self, port):
-        """The name of the bridge holding ``port`` (rare: not ours)."""
-        for bridge in self.api.idl.tables['Bridge'].rows.values():
-            if any(p.uuid == port.uuid for p in bridge.ports):
-                return bridge.name
-        return None
+    def _other_bridges_ports(self):
+        """``{port uuid: bridge name}`` over the other bridges, read once.
+
+        Looking each foreign port's bridge up by scanning the bridges cost
+        bridges x ports per port: seconds, with the connection's lock held,
+        on a host whose other bridges hold many qvo ports.
+        """
+        return {port.uuid: bridge.name
+                for bridge in self.api.idl.tables['Bridge'].rows.values()
+                if bridge.name != self.bridge
+                for port in bridge.ports}
 
     def apply(self, adds, updates, deletes):
         """Commit port changes; return the transactions made.
