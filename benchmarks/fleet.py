@@ -82,7 +82,15 @@ ROWS = (
     ('agent RSS, median', 'agent_mb', 'MB'),
     ('privsep daemon RSS, median', 'helper_mb', 'MB'),
     ('agent start, median', 'start_s', 's'),
+    ('CPU per bind: agents', 'cpu_agents', 'ms'),
+    ('CPU per bind: privsep daemons', 'cpu_helpers', 'ms'),
+    ('CPU per bind: Open vSwitch', 'cpu_ovs', 'ms'),
+    ('CPU per bind: broker (3 nodes)', 'cpu_broker', 'ms'),
+    ('CPU per bind: controller', 'cpu_controller', 'ms'),
+    ('CPU per bind: whole machine', 'cpu_host', 'ms'),
 )
+# Where the host's Open vSwitch (tools/start-ovs.sh) keeps its pid files.
+OVS_RUNDIR = '/var/run/openvswitch'
 
 
 def rss_mb(pid):
@@ -95,6 +103,36 @@ def rss_mb(pid):
     except OSError:
         pass
     return 0.0
+
+
+def cpu_seconds(pid):
+    """User and system CPU a process has used, in seconds (0 if gone)."""
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    # Fields 14 and 15 of proc(5); the list starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def busy_seconds():
+    """CPU the whole machine has spent busy, all cores, in seconds."""
+    with open('/proc/stat') as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...: all but idle
+    # and iowait.
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf(
+        'SC_CLK_TCK')
+
+
+def pid_file(path):
+    """The pid a pid file names (None without one)."""
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def free_range(count):
@@ -152,13 +190,13 @@ class Cluster:
                 ' '.join(args), proc.stderr.strip()))
         return json.loads(proc.stdout or '[]')
 
+    def pids(self):
+        return [pid_file(os.path.join(self.dir, 'node%d' % i,
+                                      'rabbitmq.pid'))
+                for i in range(1, NODES + 1)]
+
     def memory_mb(self):
-        total = 0.0
-        for i in range(1, NODES + 1):
-            with open(os.path.join(self.dir, 'node%d' % i,
-                                   'rabbitmq.pid')) as f:
-                total += rss_mb(int(f.read().strip()))
-        return total
+        return sum(rss_mb(pid) for pid in self.pids() if pid)
 
     def counts(self):
         return {'queues': len(self.ctl_json('list_queues', 'name')),
@@ -374,7 +412,10 @@ class Fleet(harness.Bench):
             return took
 
         start = time.perf_counter()
+        cpu = self._cpu()
         latencies, elapsed = self._run_all(tasks, bind)
+        cpu = {key: (used - cpu[key]) * 1000 / len(tasks)
+               for key, used in self._cpu().items()}
         reads, read_elapsed = self._run_all(tasks, read)
         # At least one full heartbeat period inside the measurement.
         time.sleep(max(0.0, self.args.report_interval + 1 -
@@ -398,7 +439,8 @@ class Fleet(harness.Bench):
             agent_mb=statistics.median(rss_mb(a.proc.pid)
                                        for a in self.agents),
             helper_mb=statistics.median(helpers) if helpers else 0.0,
-            start_s=statistics.median(a.started_in for a in self.agents))
+            start_s=statistics.median(a.started_in for a in self.agents),
+            **cpu)
         # Back to no ports, one sync per agent, before the fleet grows.
         for agent in self.agents:
             removed = agent.client.sync_ports([])['removed']
@@ -406,6 +448,28 @@ class Fleet(harness.Bench):
                 raise BenchmarkError('sync_ports([]) on %s removed %d' % (
                     agent.host, len(removed)))
         return result
+
+    def _cpu(self):
+        """CPU seconds used so far by each part of the fleet's machine.
+
+        Where the bind phase's CPU goes shows where the curve bends. Open
+        vSwitch is the host's (its pid files); the agents' privsep
+        daemons are looked up each time, since a killed one is replaced.
+        """
+        def total(pids):
+            return sum(cpu_seconds(pid) for pid in pids if pid)
+
+        return {
+            'cpu_agents': total(a.proc.pid for a in self.agents),
+            'cpu_helpers': total(p for a in self.agents
+                                 for p in a.helpers()),
+            'cpu_ovs': total(pid_file(os.path.join(OVS_RUNDIR, name))
+                             for name in ('ovs-vswitchd.pid',
+                                          'ovsdb-server.pid')),
+            'cpu_broker': total(self.cluster.pids()),
+            'cpu_controller': cpu_seconds(os.getpid()),
+            'cpu_host': busy_seconds(),
+        }
 
     def _run_all(self, tasks, call):
         """Each task's ``call(agent, port)`` from the controller's threads.
@@ -493,12 +557,11 @@ class Fleet(harness.Bench):
 
 
 def plot(results, path, args):
-    """The figures against N, as one PNG of six panels."""
+    """The figures against N, as one PNG of seven panels."""
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot
     n = [r['agents'] for r in results]
-    fig, axes = pyplot.subplots(2, 3, figsize=(13, 7))
     panels = (
         ('calls per second', [('rate', 'bind_port'),
                               ('read_rate', 'get_port')]),
@@ -513,7 +576,16 @@ def plot(results, path, args):
                             ('exchanges', 'exchanges')]),
         ('memory per agent (MB)', [('agent_mb', 'agent'),
                                    ('helper_mb', 'privsep daemon')]),
+        ('CPU per bind (ms)', [('cpu_agents', 'agents'),
+                               ('cpu_helpers', 'privsep daemons'),
+                               ('cpu_ovs', 'Open vSwitch'),
+                               ('cpu_broker', 'broker'),
+                               ('cpu_controller', 'controller'),
+                               ('cpu_host', 'whole machine')]),
     )
+    fig, axes = pyplot.subplots(2, 4, figsize=(17, 7))
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     for ax, (title, series) in zip(axes.flat, panels):
         for key, label in series:
             if all(key in r for r in results):   # older result files
@@ -543,6 +615,12 @@ def main():
     parser.add_argument('--plot', help='write the figures to this PNG')
     parser.add_argument('--json', help='write the results to this file')
     args = parser.parse_args()
+    if args.plot:   # known now, not after the fleet has run
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error('--plot needs matplotlib (pip install -r '
+                         'benchmarks/requirements.txt)')
     return harness.main(Fleet(args))
 
 
