@@ -191,10 +191,7 @@ class Engine:
                 for p in ports]
 
     def _fw_observe(self, parts=None, last=None):
-        if parts is None:
-            observed = self.firewall.observe()
-        else:
-            observed = self.firewall.observe(parts, last)
+        observed = self.firewall.observe(parts, last)
         self.firewall_stats.dumps += 1
         self._filtered_keys = observed.keys()
         return observed
